@@ -19,3 +19,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Several test runs may share this machine's PostgreSQL and Redis (developers running the
+# suite side by side): give each run its own test database and its own Celery queue.
+_RUN_ID = os.environ.setdefault("MAILROOM_TEST_RUN_ID", str(os.getpid()))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["TEST"] = {"NAME": f"test_mailroom_{_RUN_ID}"}
+CELERY_TASK_DEFAULT_QUEUE = f"mailroom-test-{_RUN_ID}"
