@@ -13,3 +13,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _schedule_sweep(sender, **kwargs) -> None:
+    # The sweeper finds every due message again: retries, released holds, lost wake-ups,
+    # expired leases (ARCHITECTURE invariant 1). Beat runs it; retry times stay in the DB.
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"), name="mailroom-sweep"
+    )

@@ -1,0 +1,634 @@
+"""The outbox state machine: claim, deliver, record, sweep.
+
+The protocol (ARCHITECTURE invariants 1 and 3):
+
+1. **Claim** in a short transaction: one conditional UPDATE moves a due message to
+   ``sending`` with a fresh ``attempt_id`` and a lease (``lease_until``); the
+   ``DeliveryAttempt`` row is written in the same transaction, before any network traffic.
+   Only the worker whose UPDATE matched goes on.
+2. **Talk SMTP with no transaction open.** Right before the final chunk of the data goes
+   out, ``end_of_data_at`` is stamped on the attempt (and the lease is checked: a worker
+   that has lost its lease stops there, so the message is not sent twice).
+3. **Record** right after the server's final reply, and only if the message still carries
+   our ``attempt_id``.
+4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that
+   expired after ``end_of_data_at`` becomes ``unknown`` (the server may have the message);
+   one that expired before it is retried safely.
+
+The remaining duplicate window: a worker killed between the server's final 250 and its
+commit. The message then becomes ``unknown`` (not resent) unless
+``MAILROOM_RETRY_UNKNOWN`` is set.
+
+Retry times live in ``next_attempt_at``; the broker only carries wake-ups with ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from mailer import policy
+from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
+from mailer.policy import Action
+
+log = logging.getLogger("mailer.delivery")
+
+Status = OutboxMessage.Status
+RStatus = Recipient.Status
+Outcome = DeliveryAttempt.Outcome
+
+
+class LeaseLost(Exception):
+    """Our claim on the message was taken over (lease expired and reclaimed)."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _seconds(name: str) -> float:
+    return float(getattr(settings, name))
+
+
+# --- the SMTP client for an account -----------------------------------------------------
+
+
+def client_for(account: SmtpAccount, *, transcript: bool = True):
+    """An unconnected ``SMTPClient`` configured from the account."""
+    from mailer.smtp import SMTPClient
+
+    use_auth = account.auth_mechanism != SmtpAccount.AuthMechanism.NONE and bool(account.username)
+    return SMTPClient(
+        account.host,
+        account.port,
+        security=account.security,
+        local_hostname=None,
+        username=account.username if use_auth else None,
+        secret=account.get_secret() if use_auth else None,
+        auth_mechanism="auto" if account.auth_mechanism == "none" else account.auth_mechanism,
+        allow_plaintext_auth=account.allow_plaintext_auth,
+        verify=account.verify_tls,
+        cadata=account.ca_certificate or None,
+        transcript=transcript,
+    )
+
+
+def record_capabilities(account: SmtpAccount, snapshot: dict) -> None:
+    now = timezone.now()
+    SmtpAccount.objects.filter(pk=account.pk).update(capabilities=snapshot, capabilities_seen_at=now)
+    account.capabilities, account.capabilities_seen_at = snapshot, now
+
+
+@dataclass
+class _Cached:
+    client: object
+    fingerprint: str
+    last_used: float
+
+
+class ConnectionCache:
+    """One open SMTP connection per account per worker process, kept for
+    ``MAILROOM_CONNECTION_IDLE_SECONDS`` and checked with NOOP before reuse. A connection is
+    taken out while in use, and closed on any error or when the account's settings changed."""
+
+    def __init__(self) -> None:
+        self._conns: dict[int, _Cached] = {}
+        self.opened = 0
+
+    def acquire(self, account: SmtpAccount):
+        """Return (client, reused). Raises the client's errors when a new connection fails."""
+        cached = self._conns.pop(account.pk, None)
+        if cached is not None:
+            idle = time.monotonic() - cached.last_used
+            if (
+                cached.fingerprint == account.connection_fingerprint()
+                and idle <= _seconds("MAILROOM_CONNECTION_IDLE_SECONDS")
+                and cached.client.noop()
+            ):
+                return cached.client, True
+            self._quit(cached.client)
+        client = client_for(account)
+        caps = client.connect()
+        self.opened += 1
+        record_capabilities(account, caps.to_dict())
+        return client, False
+
+    def release(self, account: SmtpAccount, client) -> None:
+        old = self._conns.pop(account.pk, None)
+        if old is not None and old.client is not client:
+            self._quit(old.client)
+        self._conns[account.pk] = _Cached(client, account.connection_fingerprint(), time.monotonic())
+        self.close_idle()
+
+    def close_idle(self) -> None:
+        limit = _seconds("MAILROOM_CONNECTION_IDLE_SECONDS")
+        now = time.monotonic()
+        for pk, cached in list(self._conns.items()):
+            if now - cached.last_used > limit:
+                self._conns.pop(pk, None)
+                self._quit(cached.client)
+
+    def close_all(self) -> None:
+        while self._conns:
+            _, cached = self._conns.popitem()
+            self._quit(cached.client)
+
+    @staticmethod
+    def _quit(client) -> None:
+        try:
+            client.quit()
+        except Exception:  # the connection is being dropped anyway
+            client.close()
+
+
+connections = ConnectionCache()
+
+
+# --- rate limit hook ---------------------------------------------------------------------
+
+
+def reserve_send(account: SmtpAccount) -> datetime | None:
+    """Ask the account's sending quota for one message: ``None`` means "send now", a time
+    means "not before then". Holds across all workers when ``mailer.quotas`` provides it."""
+    try:
+        from mailer import quotas
+    except ImportError:
+        return None
+    return quotas.reserve(account)
+
+
+# --- claim -------------------------------------------------------------------------------
+
+
+def _claimable_accounts(now: datetime) -> Q:
+    # Mail of a paused or throttled account waits; a message whose account was deleted is
+    # claimed so that it can be failed with a clear reason.
+    return Q(account__isnull=True) | (
+        Q(account__paused_at__isnull=True)
+        & (Q(account__throttled_until__isnull=True) | Q(account__throttled_until__lte=now))
+    )
+
+
+def _due(now: datetime) -> Q:
+    return Q(status=Status.QUEUED) | Q(
+        status__in=[Status.SCHEDULED, Status.DEFERRED], next_attempt_at__lte=now
+    )
+
+
+def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage, DeliveryAttempt] | None:
+    """Take the message for one delivery attempt, or return None if it is not due, already
+    taken, or finished. The conditional UPDATE is what makes two workers safe."""
+    now = timezone.now()
+    attempt_id = uuid.uuid4()
+    worker = worker or worker_name()
+    with transaction.atomic():
+        due_ids = OutboxMessage.objects.filter(_claimable_accounts(now)).filter(_due(now), pk=message_id)
+        taken = OutboxMessage.objects.filter(pk__in=due_ids.values("pk")).filter(_due(now)).update(
+            status=Status.SENDING,
+            attempt_id=attempt_id,
+            lease_until=now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS")),
+            claimed_by=worker[:200],
+            attempts=F("attempts") + 1,
+            last_attempt_at=now,
+            first_attempt_at=Coalesce("first_attempt_at", now),
+            wait_reason="",
+        )
+        if taken != 1:
+            return None
+        attempt = DeliveryAttempt.objects.create(
+            message_id=message_id, attempt_id=attempt_id, worker=worker[:200], started_at=now
+        )
+    message = OutboxMessage.objects.select_related("account").get(pk=message_id)
+    return message, attempt
+
+
+def _mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
+    """Called by the SMTP client right before the final chunk: from here on a lost worker
+    means "outcome unknown". Also renews the lease, and stops if we no longer hold it."""
+    now = timezone.now()
+    with transaction.atomic():
+        held = OutboxMessage.objects.filter(
+            pk=message_id, attempt_id=attempt_id, status=Status.SENDING
+        ).update(lease_until=now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS")))
+        if not held:
+            raise LeaseLost(f"message {message_id}: lease lost before the end of data")
+        DeliveryAttempt.objects.filter(attempt_id=attempt_id).update(end_of_data_at=now)
+
+
+# --- deliver -----------------------------------------------------------------------------
+
+# What one recipient's policy action means for its row.
+_RECIPIENT_STATUS = {
+    Action.DELIVER_OK: RStatus.ACCEPTED,
+    Action.DEFER: RStatus.DEFERRED,
+    Action.THROTTLE_ACCOUNT: RStatus.DEFERRED,
+    Action.PAUSE_ACCOUNT: RStatus.DEFERRED,
+    Action.SPLIT_RECIPIENTS: RStatus.PENDING,  # the rest go in another transaction, soon
+    Action.UNKNOWN: RStatus.PENDING,
+    Action.FAIL_RECIPIENT: RStatus.FAILED,
+    Action.FAIL_MESSAGE: RStatus.FAILED,
+    Action.TOO_BIG: RStatus.FAILED,
+}
+
+
+@dataclass
+class _Result:
+    """What one attempt learned, before it is written."""
+
+    decision: policy.Decision | None = None  # the message-level decision, after an error
+    error: BaseException | None = None
+    # address -> (recipient status, code, enhanced, text)
+    recipients: dict[str, tuple[str, int | None, str, str]] = field(default_factory=dict)
+    reply: object | None = None
+    transcript: list[str] = field(default_factory=list)
+    throttled: bool = False  # the provider asked us to slow down
+    split: bool = False  # some recipients wait for another transaction
+    lease_lost: bool = False
+
+
+def deliver(message_id: int) -> str | None:
+    """One delivery attempt for one message. Returns the attempt's outcome, or None if the
+    message was not claimable (not due, taken by another worker, finished)."""
+    claimed = claim(message_id)
+    if claimed is None:
+        log.debug("delivery entry=%s not claimable", message_id)
+        return None
+    message, attempt = claimed
+    started = time.monotonic()
+    account = message.account
+    pending = list(message.recipients.filter(status__in=Recipient.RETRY_STATUSES))
+    if account is None:
+        text = ("The account this message was to be sent from has been deleted. Edit the "
+                "message as a new draft and choose another account.")
+        result = _Result(decision=policy.Decision(Action.FAIL_MESSAGE, text, "account-deleted"))
+        result.recipients = {r.address: (RStatus.FAILED, None, "", text) for r in pending}
+    elif not pending:
+        result = _Result()
+    else:
+        not_before = reserve_send(account)
+        if not_before is not None and not_before > timezone.now():
+            _release_for_quota(message, attempt, not_before)
+            _log(message, account, "quota", started)
+            return "quota"
+        result = _attempt_smtp(message, attempt, account, pending)
+    outcome = _record(message, attempt, account, result)
+    _log(message, account, outcome, started)
+    return outcome
+
+
+def _log(message, account, outcome, started) -> None:
+    log.info(
+        "delivery entry=%s account=%s outcome=%s seconds=%.3f",
+        message.pk, account.pk if account else None, outcome, time.monotonic() - started,
+    )
+
+
+def _attempt_smtp(message, attempt, account, pending) -> _Result:
+    from mailer.smtp import errors as smtp_errors
+
+    client = None
+    lease_lost = False
+
+    def hook() -> None:
+        nonlocal lease_lost
+        try:
+            _mark_end_of_data(message.pk, attempt.attempt_id)
+        except LeaseLost:
+            lease_lost = True
+            raise
+
+    try:
+        client, reused = connections.acquire(account)
+        if reused:
+            DeliveryAttempt.objects.filter(pk=attempt.pk).update(connection_reused=True)
+        _clear_transcript(client)
+        client.end_of_data_hook = hook
+        with message.eml.open("rb") as fh:
+            send = client.send(
+                message.envelope_from, [r.address for r in pending], fh, size_hint=message.size
+            )
+    except Exception as exc:
+        transcript = list(getattr(client, "transcript", None) or []) if client else []
+        if client is not None:
+            client.end_of_data_hook = None
+            client.close()
+        if lease_lost or isinstance(exc, LeaseLost):
+            return _Result(error=exc, transcript=transcript, lease_lost=True)
+        if not isinstance(exc, smtp_errors.SMTPError | OSError):
+            log.exception("delivery entry=%s unexpected error", message.pk)
+        return _failure_result(exc, pending, transcript, account)
+    client.end_of_data_hook = None
+    result = _Result(reply=send.data_reply, transcript=list(client.transcript or []))
+    connections.release(account, client)
+    for r in send.recipients:
+        if r.accepted:
+            rep = send.data_reply or r.reply
+            result.recipients[r.address] = (RStatus.ACCEPTED, rep.code, rep.enhanced or "", rep.text)
+        else:
+            _refused(result, r)
+    return result
+
+
+def _refused(result: _Result, rr) -> None:
+    """Record one recipient the server refused at RCPT, as the policy says."""
+    decision = policy.classify_recipient(rr.reply)
+    result.throttled |= decision.action == Action.THROTTLE_ACCOUNT
+    result.split |= decision.action == Action.SPLIT_RECIPIENTS
+    status = _RECIPIENT_STATUS.get(decision.action, RStatus.DEFERRED)
+    result.recipients[rr.address] = (status, rr.reply.code, rr.reply.enhanced or "", decision.reason)
+
+
+def _clear_transcript(client) -> None:
+    # A reused connection's transcript holds earlier messages; each attempt keeps its own.
+    t = getattr(client, "transcript", None)
+    if isinstance(t, list):
+        t.clear()
+
+
+def _size_limit(account) -> int | None:
+    caps = account.capabilities or {} if account is not None else {}
+    return caps.get("size") if isinstance(caps, dict) else None
+
+
+def _failure_result(exc: BaseException, pending, transcript, account) -> _Result:
+    decision = policy.classify_error(exc, limit=_size_limit(account))
+    if decision.action is Action.UNKNOWN and policy.retry_unknown():
+        # The setting prefers a possible duplicate to a loss: retry like a deferral.
+        decision = policy.Decision(Action.DEFER, decision.reason, decision.rule, decision.phase,
+                                   decision.code, decision.enhanced, decision.text,
+                                   decision.error_class)
+    reply = getattr(exc, "reply", None)
+    result = _Result(decision=decision, error=exc, reply=reply, transcript=transcript)
+    result.throttled = decision.action == Action.THROTTLE_ACCOUNT
+    status = _RECIPIENT_STATUS.get(decision.action, RStatus.DEFERRED)
+    if decision.action is Action.FAIL_RECIPIENT:
+        # Every recipient refused for good at RCPT; each row below gets its own reply.
+        status = RStatus.FAILED
+    code = reply.code if reply is not None else None
+    enhanced = (reply.enhanced or "") if reply is not None else ""
+    # Per-recipient replies, when the server refused some at RCPT (all refused, or data refused).
+    send = getattr(exc, "result", None)
+    per_rcpt = {r.address: r for r in send.recipients} if send is not None else {}
+    for r in pending:
+        rr = per_rcpt.get(r.address)
+        if rr is not None and not rr.accepted:
+            _refused(result, rr)
+        else:
+            result.recipients[r.address] = (status, code, enhanced, decision.reason)
+    return result
+
+
+def _next_try(message: OutboxMessage, now: datetime) -> datetime:
+    """Postfix's rule (policy.backoff), but never past the maximum age: the try at that
+    time is the last one."""
+    first = message.first_attempt_at or now
+    at = now + policy.backoff(first, now)
+    give_up = first + timedelta(seconds=_seconds("MAILROOM_MAX_MESSAGE_AGE_SECONDS"))
+    return min(at, max(give_up, now))
+
+
+def _throttle(account: SmtpAccount, now: datetime) -> datetime:
+    recent = DeliveryAttempt.objects.filter(
+        message__account=account, outcome=Outcome.THROTTLED,
+        started_at__gte=now - policy.throttle_window(),
+    ).count()
+    until = now + policy.throttle_delay(recent + 1)
+    SmtpAccount.objects.filter(pk=account.pk).update(throttled_until=until)
+    return until
+
+
+def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _Result) -> str:
+    """Write the attempt's result, only if the message still carries our attempt id."""
+    if result.lease_lost:
+        log.warning("delivery entry=%s lost its lease before the end of data; not sent", message.pk)
+        return "lease_lost"
+    now = timezone.now()
+    action = result.decision.action if result.decision else None
+    with transaction.atomic():
+        held = OutboxMessage.objects.select_for_update().filter(
+            pk=message.pk, attempt_id=attempt.attempt_id, status=Status.SENDING
+        ).first()
+        if held is None:
+            log.warning("delivery entry=%s attempt %s no longer holds the message; result dropped",
+                        message.pk, attempt.attempt_id)
+            DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+                finished_at=now, outcome=Outcome.LEASE_EXPIRED, transcript="\n".join(result.transcript)
+            )
+            return "lease_lost"
+        message = held
+        rows = {r.address: r for r in message.recipients.all()}
+        changed = []
+        for address, (status, code, enhanced, text) in result.recipients.items():
+            r = rows.get(address)
+            if r is not None:
+                r.status, r.code, r.enhanced, r.text, r.updated_at = status, code, enhanced, text[:5000], now
+                changed.append(r)
+        waiting = [r for r in rows.values() if r.status in Recipient.RETRY_STATUSES]
+        accepted = any(r.status == RStatus.ACCEPTED for r in rows.values())
+        accepted_now = any(r.status == RStatus.ACCEPTED for r in changed)
+        last_error = _words(result)
+        wake_now = None
+        update: dict = {"attempt_id": None, "lease_until": None, "claimed_by": "",
+                        "last_error": last_error}
+
+        if action is Action.UNKNOWN:
+            update.update(status=Status.UNKNOWN, next_attempt_at=None)
+            outcome = Outcome.UNKNOWN
+        elif action is Action.PAUSE_ACCOUNT and account is not None:
+            SmtpAccount.objects.filter(pk=account.pk, paused_at__isnull=True).update(
+                paused_at=now, paused_reason=last_error
+            )
+            update.update(status=Status.DEFERRED, next_attempt_at=now,
+                          wait_reason="The account is paused. " + last_error)
+            outcome = Outcome.PAUSED
+        elif waiting and policy.expired(message.first_attempt_at or now, now):
+            age = _age_words(message, now)
+            for r in waiting:
+                r.status, r.updated_at = RStatus.FAILED, now
+                r.text = f"Gave up after {age}: {r.text}"[:5000]
+                if r not in changed:
+                    changed.append(r)
+            update.update(status=Status.SENT if accepted else Status.FAILED, next_attempt_at=None,
+                          last_error=f"Gave up after {age}: {last_error}")
+            if accepted:
+                update["sent_at"] = message.sent_at or now
+            outcome = Outcome.PARTIAL if accepted else Outcome.FAILED
+        elif waiting:
+            if result.split and accepted_now and not result.throttled:
+                # 452 too many recipients: the rest go in the next transaction, right away.
+                next_at = wake_now = now
+            else:
+                next_at = _next_try(message, now)
+            if result.throttled and account is not None:
+                next_at = max(next_at, _throttle(account, now))
+            update.update(status=Status.DEFERRED, next_attempt_at=next_at,
+                          wait_reason="Waiting to retry: " + last_error)
+            outcome = Outcome.THROTTLED if result.throttled else (
+                Outcome.PARTIAL if accepted_now else Outcome.DEFERRED)
+        elif accepted:
+            failed_any = any(r.status == RStatus.FAILED for r in rows.values())
+            update.update(status=Status.SENT, next_attempt_at=None, sent_at=message.sent_at or now,
+                          last_error=last_error if failed_any else "")
+            outcome = Outcome.PARTIAL if failed_any else Outcome.SENT
+        else:
+            update.update(status=Status.FAILED, next_attempt_at=None)
+            outcome = Outcome.FAILED
+        if changed:
+            Recipient.objects.bulk_update(changed, ["status", "code", "enhanced", "text", "updated_at"])
+        OutboxMessage.objects.filter(pk=message.pk).update(**update)
+        reply = result.reply
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+            finished_at=now,
+            outcome=outcome,
+            reply_code=getattr(reply, "code", None),
+            reply_enhanced=(getattr(reply, "enhanced", None) or ""),
+            reply_text=(getattr(reply, "text", None) or ""),
+            error_class=type(result.error).__name__ if result.error is not None else "",
+            transcript="\n".join(result.transcript),
+            recipients=[
+                {"address": a, "status": s, "code": c, "enhanced": e, "text": t}
+                for a, (s, c, e, t) in result.recipients.items()
+            ],
+        )
+    if wake_now is not None:
+        _enqueue_soon(message.pk)
+    return str(outcome)
+
+
+def _enqueue_soon(message_id: int) -> None:
+    from mailer import tasks
+
+    tasks.deliver.delay_on_commit(message_id)
+
+
+def _words(result: _Result) -> str:
+    if result.decision is not None:
+        return result.decision.reason[:5000]
+    problems = [f"{a}: {t}" for a, (s, c, e, t) in result.recipients.items()
+                if s in (RStatus.FAILED, RStatus.DEFERRED)]
+    return "; ".join(problems)[:5000]
+
+
+def _age_words(message: OutboxMessage, now: datetime) -> str:
+    secs = int((now - (message.first_attempt_at or now)).total_seconds())
+    if secs >= 86400:
+        return f"{secs // 86400} day(s)"
+    if secs >= 3600:
+        return f"{secs // 3600} hour(s)"
+    return f"{max(secs // 60, 0)} minute(s)"
+
+
+def _release_for_quota(message: OutboxMessage, attempt: DeliveryAttempt, not_before: datetime) -> None:
+    """The quota says "not yet": give the message back, deferred to when it allows.
+    Not counted as an attempt, and never a failure."""
+    now = timezone.now()
+    with transaction.atomic():
+        OutboxMessage.objects.filter(
+            pk=message.pk, attempt_id=attempt.attempt_id, status=Status.SENDING
+        ).update(
+            status=Status.DEFERRED, next_attempt_at=not_before, attempt_id=None, lease_until=None,
+            claimed_by="", attempts=F("attempts") - 1,
+            wait_reason=f"Waiting for the account's sending quota (until {not_before:%H:%M:%S} UTC).",
+        )
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(finished_at=now, outcome=Outcome.SKIPPED,
+                                                             reply_text="Sending quota reached.")
+
+
+# --- sweep -------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    enqueued: list[int] = field(default_factory=list)
+    reclaimed: int = 0
+    unknown: int = 0
+    released: int = 0
+
+
+def sweep(*, enqueue=None) -> SweepReport:
+    """Find every due message again (lost wake-ups, scheduled and deferred mail, released
+    holds) and every expired lease. ``enqueue(id)`` defaults to the Celery task."""
+    if enqueue is None:
+        from mailer import tasks
+
+        enqueue = tasks.deliver.delay
+    report = SweepReport()
+    now = timezone.now()
+    batch = int(getattr(settings, "MAILROOM_SWEEP_BATCH", 1000))
+    requeued = _reclaim_expired(now, report)
+
+    # Scheduled (hold over, time come) and deferred (retry due) mail becomes queued now.
+    due = list(
+        OutboxMessage.objects.filter(
+            _claimable_accounts(now), status__in=[Status.SCHEDULED, Status.DEFERRED],
+            next_attempt_at__lte=now,
+        ).order_by("next_attempt_at").values_list("pk", flat=True)[:batch]
+    )
+    if due:
+        report.released = OutboxMessage.objects.filter(
+            pk__in=due, status__in=[Status.SCHEDULED, Status.DEFERRED]
+        ).update(status=Status.QUEUED, next_attempt_at=now)
+    # Queued mail nobody picked up for a while: its wake-up was lost (broker down,
+    # purged queue, worker gone). Stamping next_attempt_at keeps it from being re-sent to
+    # the broker at every sweep while it waits behind a backlog.
+    grace = timedelta(seconds=2 * _seconds("MAILROOM_SWEEP_SECONDS"))
+    lost = list(
+        OutboxMessage.objects.filter(
+            _claimable_accounts(now), status=Status.QUEUED, next_attempt_at__lte=now - grace
+        ).order_by("next_attempt_at").values_list("pk", flat=True)[:batch]
+    )
+    if lost:
+        OutboxMessage.objects.filter(pk__in=lost, status=Status.QUEUED).update(next_attempt_at=now)
+    for pk in [*requeued, *due, *lost]:
+        enqueue(pk)
+        report.enqueued.append(pk)
+    if report.enqueued or report.reclaimed:
+        log.info("sweep enqueued=%d reclaimed=%d unknown=%d", len(report.enqueued),
+                 report.reclaimed, report.unknown)
+    return report
+
+
+def _reclaim_expired(now: datetime, report: SweepReport) -> list[int]:
+    """Give up the claims of workers that vanished; return the ids to send again."""
+    requeued = []
+    expired = OutboxMessage.objects.filter(status=Status.SENDING, lease_until__lt=now).values_list(
+        "pk", "attempt_id"
+    )
+    for pk, attempt_id in expired:
+        attempt = DeliveryAttempt.objects.filter(attempt_id=attempt_id).first() if attempt_id else None
+        after_data = attempt is not None and attempt.end_of_data_at is not None
+        with transaction.atomic():
+            if after_data and not settings.MAILROOM_RETRY_UNKNOWN:
+                changes = {"status": Status.UNKNOWN, "next_attempt_at": None,
+                           "last_error": "The worker delivering this message stopped after the "
+                           "message data was sent, before the server's reply was recorded. The "
+                           "server may have it: check before resending."}
+            else:
+                changes = {"status": Status.QUEUED, "next_attempt_at": now}
+            done = OutboxMessage.objects.filter(
+                pk=pk, attempt_id=attempt_id, status=Status.SENDING, lease_until__lt=now
+            ).update(attempt_id=None, lease_until=None, claimed_by="", **changes)
+            if not done:
+                continue
+            if attempt is not None:
+                DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+                    finished_at=now,
+                    outcome=Outcome.UNKNOWN if changes["status"] == Status.UNKNOWN else Outcome.LEASE_EXPIRED,
+                )
+        if changes["status"] == Status.UNKNOWN:
+            report.unknown += 1
+        else:
+            report.reclaimed += 1
+            requeued.append(pk)
+    return requeued

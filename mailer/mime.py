@@ -1,0 +1,225 @@
+"""Freezing a draft into the exact bytes handed to the server (ARCHITECTURE invariant 2).
+
+Built with the stdlib ``email`` package: a text part, an optional HTML alternative,
+attachments (RFC 2231 names), RFC 2047 encoded subjects and display names, SMTPUTF8
+addresses (RFC 6532) when an address needs them, ``Date`` and a ``Message-ID`` on the
+account's domain. ``Bcc`` recipients are in the envelope only, never in a header.
+Addresses are checked with email-validator (IDN aware, no DNS look-ups).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses, make_msgid
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from email_validator import EmailNotValidError, validate_email
+
+ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
+               "subject": "Subject", "from_address": "From", "from_name": "From name"}
+
+# CR and LF end a header line: one inside a value would let input add headers of its own.
+_LINE_BREAKS = ("\r", "\n")
+
+
+@dataclass(frozen=True)
+class ParsedAddress:
+    display_name: str
+    address: str  # normalized: IDN domains in A-labels when the local part is ASCII
+    smtputf8: bool  # the address itself needs SMTPUTF8 (non-ASCII local part)
+
+    def header_address(self) -> Address:
+        username, _, domain = self.address.rpartition("@")
+        return Address(display_name=self.display_name, username=username, domain=domain)
+
+
+@dataclass
+class FrozenMessage:
+    eml: bytes
+    message_id: str
+    envelope_from: str
+    recipients: list[tuple[str, str]]  # (address, kind) in envelope order, no duplicates
+    subject: str
+    to_display: str
+    smtputf8: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_header_value(value: str, name: str, errors: dict[str, list[str]], key: str) -> None:
+    if any(c in value for c in _LINE_BREAKS):
+        errors.setdefault(key, []).append(
+            f"{name} contains a line break. Header fields must be on one line: "
+            f"remove the line break and try again."
+        )
+
+
+def validate_address(raw: str) -> tuple[str, bool]:
+    """Return (normalized address, needs SMTPUTF8) or raise ``EmailNotValidError``."""
+    info = validate_email(raw, check_deliverability=False, allow_smtputf8=True)
+    ascii_form = info.ascii_email  # None when the local part is not ASCII
+    if ascii_form:
+        return ascii_form, False
+    return info.normalized, True
+
+
+def parse_address_list(text: str, key: str, errors: dict[str, list[str]]) -> list[ParsedAddress]:
+    """Parse a comma-separated list as typed ("Ann <ann@example.com>, bob@example.org").
+    Problems are added to ``errors[key]``, one message per address."""
+    label = FIELD_NAMES.get(key, key)
+    if not text.strip():
+        return []
+    check_header_value(text, label, errors, key)
+    if key in errors:
+        return []
+    result: list[ParsedAddress] = []
+    # getaddresses splits on commas outside quotes and angle brackets.
+    for name, addr in getaddresses([text]):
+        name, addr = name.strip(), addr.strip()
+        if not addr and not name:
+            errors.setdefault(key, []).append(
+                f"{label}: '{text.strip()}' is not an address list. Separate addresses with "
+                f"commas, like ann@example.com, Bob <bob@example.org>."
+            )
+            continue
+        shown = addr or name
+        try:
+            normalized, utf8 = validate_address(addr)
+        except EmailNotValidError as exc:
+            errors.setdefault(key, []).append(f"{label}: '{shown}' is not a valid address: {exc}")
+            continue
+        result.append(ParsedAddress(name, normalized, utf8))
+    return result
+
+
+def _message_id_domain(address: str) -> str:
+    domain = address.rpartition("@")[2] or "localhost"
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "localhost"
+
+
+def _cte(text: str) -> str:
+    # Quoted-printable keeps non-ASCII text 7-bit clean, so no server needs 8BITMIME.
+    return "7bit" if text.isascii() and all(len(x) <= 998 for x in text.splitlines()) else "quoted-printable"
+
+
+def _add_attachment(msg: EmailMessage, data: bytes, filename: str, content_type: str) -> None:
+    ctype = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    maintype, _, subtype = ctype.partition("/")
+    if not subtype or not maintype.isascii():
+        maintype, subtype = "application", "octet-stream"
+    # Bytes, base64-encoded, whatever the type: the file arrives exactly as uploaded.
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+
+
+def build_message(
+    *,
+    account,
+    to: str,
+    cc: str = "",
+    bcc: str = "",
+    reply_to: str = "",
+    subject: str = "",
+    body_text: str = "",
+    body_html: str = "",
+    attachments: list[tuple[str, str, bytes]] = (),
+    date: datetime | None = None,
+    message_id: str | None = None,
+) -> FrozenMessage:
+    """Freeze the given fields into a message. ``attachments`` holds
+    (filename, content type, bytes). Raises ``ValidationError`` with per-field messages."""
+    errors: dict[str, list[str]] = {}
+    parsed = {
+        "to": parse_address_list(to, "to", errors),
+        "cc": parse_address_list(cc, "cc", errors),
+        "bcc": parse_address_list(bcc, "bcc", errors),
+        "reply_to": parse_address_list(reply_to or account.reply_to, "reply_to", errors),
+    }
+    check_header_value(subject, "The subject", errors, "subject")
+    check_header_value(account.from_name, "The sender name", errors, "from_name")
+    try:
+        sender, sender_utf8 = validate_address(account.from_address)
+    except EmailNotValidError as exc:
+        errors.setdefault("from_address", []).append(
+            f"The account's From address '{account.from_address}' is not valid: {exc} "
+            f"Fix it in the account settings."
+        )
+        sender, sender_utf8 = "", False
+    for name, _ in attachments:
+        if any(c in name for c in _LINE_BREAKS):
+            errors.setdefault("attachments", []).append(
+                f"The attachment name '{name.strip()}' contains a line break; rename the file."
+            )
+    if not (parsed["to"] or parsed["cc"] or parsed["bcc"]) and "to" not in errors:
+        errors.setdefault("to", []).append("Add at least one recipient (To, Cc or Bcc).")
+    if errors:
+        raise ValidationError(errors)
+
+    smtputf8 = sender_utf8 or any(a.smtputf8 for lst in parsed.values() for a in lst)
+    # SMTPUTF8 (RFC 6532) lets headers carry raw UTF-8; otherwise RFC 2047 encoded words.
+    pol = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+    msg = EmailMessage(policy=pol)
+    msg["From"] = Address(
+        display_name=account.from_name,
+        username=sender.rpartition("@")[0],
+        domain=sender.rpartition("@")[2],
+    )
+    if parsed["to"]:
+        msg["To"] = [a.header_address() for a in parsed["to"]]
+    if parsed["cc"]:
+        msg["Cc"] = [a.header_address() for a in parsed["cc"]]
+    if parsed["reply_to"]:
+        msg["Reply-To"] = [a.header_address() for a in parsed["reply_to"]]
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or timezone.now())
+    msg["Message-ID"] = message_id or make_msgid(domain=_message_id_domain(sender))
+    msg.set_content(body_text or "", cte=_cte(body_text or ""))
+    if body_html:
+        msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
+    for name, ctype, data in attachments:
+        _add_attachment(msg, data, name, ctype)
+
+    recipients: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for kind in ("to", "cc", "bcc"):
+        for a in parsed[kind]:
+            if a.address.lower() not in seen:
+                seen.add(a.address.lower())
+                recipients.append((a.address, kind))
+    to_display = ", ".join(a.display_name or a.address for a in parsed["to"] + parsed["cc"])
+    return FrozenMessage(
+        eml=msg.as_bytes(policy=pol),
+        message_id=msg["Message-ID"],
+        envelope_from=sender,
+        recipients=recipients,
+        subject=subject,
+        to_display=to_display,
+        smtputf8=smtputf8,
+    )
+
+
+def build_from_draft(draft, *, date: datetime | None = None) -> FrozenMessage:
+    attachments = []
+    for att in draft.attachments.all():
+        with att.file.open("rb") as fh:
+            attachments.append((att.filename, att.content_type, fh.read()))
+    return build_message(
+        account=draft.account,
+        to=draft.to,
+        cc=draft.cc,
+        bcc=draft.bcc,
+        reply_to=draft.reply_to,
+        subject=draft.subject,
+        body_text=draft.body_text,
+        body_html=draft.body_html,
+        attachments=attachments,
+        date=date,
+    )

@@ -1,0 +1,327 @@
+"""Mailroom's data: SMTP accounts, drafts with attachments, and the outbox.
+
+One-row logic lives here (STYLE 9); the delivery workflow is in ``mailer.delivery`` and the
+state changes the UI may make are in ``mailer.services``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from mailer import crypto
+
+
+class SmtpAccount(models.Model):
+    class Security(models.TextChoices):
+        NONE = "none", "None (plaintext)"
+        STARTTLS = "starttls", "STARTTLS"
+        TLS = "tls", "Implicit TLS"
+
+    class AuthMechanism(models.TextChoices):
+        AUTO = "auto", "Automatic"
+        PLAIN = "PLAIN", "PLAIN"
+        LOGIN = "LOGIN", "LOGIN"
+        XOAUTH2 = "XOAUTH2", "XOAUTH2 (OAuth2 token)"
+        NONE = "none", "No authentication"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="smtp_accounts"
+    )
+    label = models.CharField(max_length=100)
+    from_name = models.CharField(max_length=200, blank=True)
+    from_address = models.CharField(max_length=320)
+    reply_to = models.CharField(max_length=320, blank=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=587)
+    security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
+    auth_mechanism = models.CharField(
+        max_length=10, choices=AuthMechanism.choices, default=AuthMechanism.AUTO
+    )
+    allow_plaintext_auth = models.BooleanField(default=False)
+    username = models.CharField(max_length=320, blank=True)
+    # The password or OAuth2 token, Fernet-encrypted (mailer.crypto); never in a page or log.
+    secret_encrypted = models.TextField(blank=True, default="")
+    verify_tls = models.BooleanField(default=True)
+    ca_certificate = models.TextField(blank=True, help_text="PEM text of an extra trusted CA.")
+    quota_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    quota_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    quota_per_day = models.PositiveIntegerField(null=True, blank=True)
+    is_default = models.BooleanField(default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True)
+    capabilities = models.JSONField(null=True, blank=True)
+    capabilities_seen_at = models.DateTimeField(null=True, blank=True)
+    throttled_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "label"], name="smtpaccount_unique_label"),
+        ]
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return f"{self.label} <{self.from_address}>"
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = crypto.encrypt(secret) if secret else ""
+
+    def get_secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rpartition("@")[2] or "localhost"
+
+    def connection_fingerprint(self) -> str:
+        """A digest of every setting that shapes an SMTP connection: a cached connection
+        whose fingerprint differs was opened with old settings and must not be reused."""
+        parts = [
+            self.host, str(self.port), self.security, self.auth_mechanism,
+            str(self.allow_plaintext_auth), self.username, self.secret_encrypted,
+            str(self.verify_tls), self.ca_certificate,
+        ]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _draft_upload_to(instance: Attachment, filename: str) -> str:
+    # A generated storage name; the original name is kept in its own field (STYLE 15).
+    return f"attachments/{uuid.uuid4().hex}"
+
+
+class Draft(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="drafts"
+    )
+    account = models.ForeignKey(
+        SmtpAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="drafts"
+    )
+    # Address fields are kept as typed (comma-separated); mailer.mime validates them.
+    to = models.TextField(blank=True)
+    cc = models.TextField(blank=True)
+    bcc = models.TextField(blank=True)
+    reply_to = models.TextField(blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    send_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="draft_owner_updated")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class Attachment(models.Model):
+    """A file attached to a draft. When the draft is sent the row moves to the message
+    (``draft`` cleared, ``message`` set), so undo and "edit as new draft" can bring it back."""
+
+    draft = models.ForeignKey(
+        Draft, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments"
+    )
+    message = models.ForeignKey(
+        "OutboxMessage", on_delete=models.CASCADE, null=True, blank=True,
+        related_name="attachments",
+    )
+    file = models.FileField(upload_to=_draft_upload_to)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+def _eml_upload_to(instance: OutboxMessage, filename: str) -> str:
+    return f"outbox/{uuid.uuid4().hex}.eml"
+
+
+class OutboxMessage(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DEFERRED = "deferred", "Deferred"
+        UNKNOWN = "unknown", "Outcome unknown"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    # States a worker may claim once next_attempt_at is due.
+    PENDING_STATUSES = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
+    FINAL_STATUSES = (Status.SENT, Status.FAILED, Status.CANCELLED, Status.UNKNOWN)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="outbox_messages"
+    )
+    account = models.ForeignKey(
+        SmtpAccount, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="outbox_messages",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # The frozen message: the exact bytes handed to the server on every try.
+    eml = models.FileField(upload_to=_eml_upload_to)
+    size = models.PositiveBigIntegerField(default=0)
+    envelope_from = models.CharField(max_length=320)
+    message_id = models.CharField(max_length=998)
+    subject = models.CharField(max_length=998, blank=True)
+    to_display = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # Why a pending message waits, in plain words (paused account, quota, throttling...).
+    wait_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    hold_until = models.DateTimeField(null=True, blank=True)
+    # The claim (ARCHITECTURE invariant 3): set together by one conditional UPDATE.
+    attempt_id = models.UUIDField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    # What is needed to rebuild the draft (undo send, edit as new draft).
+    source_draft = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["owner", "status", "-created_at"], name="outbox_owner_status_created"),
+            models.Index(fields=["owner", "-created_at"], name="outbox_owner_created"),
+            # The sweeper's two questions: what is due, and whose lease has run out.
+            models.Index(
+                fields=["next_attempt_at"], name="outbox_due_pending",
+                condition=Q(status__in=["queued", "scheduled", "deferred"]),
+            ),
+            models.Index(
+                fields=["lease_until"], name="outbox_sending_lease",
+                condition=Q(status="sending"),
+            ),
+            models.Index(fields=["account", "status"], name="outbox_account_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.subject or '(no subject)'} [{self.status}]"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def read_eml(self) -> bytes:
+        with self.eml.open("rb") as fh:
+            return fh.read()
+
+
+class Recipient(models.Model):
+    class Kind(models.TextChoices):
+        TO = "to", "To"
+        CC = "cc", "Cc"
+        BCC = "bcc", "Bcc"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+
+    # Recipients a delivery attempt sends to: never those already accepted or failed.
+    RETRY_STATUSES = (Status.PENDING, Status.DEFERRED)
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="recipients")
+    address = models.CharField(max_length=320)
+    kind = models.CharField(max_length=3, choices=Kind.choices, default=Kind.TO)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    code = models.PositiveIntegerField(null=True, blank=True)
+    enhanced = models.CharField(max_length=20, blank=True)
+    text = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.address} [{self.status}]"
+
+
+class DeliveryAttempt(models.Model):
+    class Outcome(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        SENT = "sent", "Sent"
+        PARTIAL = "partial", "Sent, some recipients refused or deferred"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+        UNKNOWN = "unknown", "Outcome unknown"
+        PAUSED = "paused", "Account paused"
+        THROTTLED = "throttled", "Deferred, the provider asked to slow down"
+        LEASE_EXPIRED = "lease_expired", "Worker lost (lease expired)"
+        SKIPPED = "skipped", "Not attempted"
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts")
+    attempt_id = models.UUIDField(unique=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Set right before the final chunk of DATA goes out: after it, a lost worker means
+    # the server may have the message (unknown), before it a retry is safe.
+    end_of_data_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=15, choices=Outcome.choices, default=Outcome.IN_PROGRESS)
+    reply_code = models.PositiveIntegerField(null=True, blank=True)
+    reply_enhanced = models.CharField(max_length=20, blank=True)
+    reply_text = models.TextField(blank=True)
+    error_class = models.CharField(max_length=100, blank=True)
+    transcript = models.TextField(blank=True)
+    recipients = models.JSONField(default=list, blank=True)
+    connection_reused = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt_id} [{self.outcome}]"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class UserPreferences(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_preferences"
+    )
+    hold_seconds = models.PositiveIntegerField(default=10)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"
+
+    @classmethod
+    def for_user(cls, user) -> UserPreferences:
+        prefs, _ = cls.objects.get_or_create(
+            user=user, defaults={"hold_seconds": settings.MAILROOM_DEFAULT_HOLD_SECONDS}
+        )
+        return prefs

@@ -1,0 +1,363 @@
+"""The only way the UI and the commands change delivery state (CONTRACTS.md §3).
+
+Every function takes the acting user and raises ``NotFound`` for another owner's object,
+``ValidationError`` (per-field messages) for bad input and ``ActionNotAllowed`` (plain words)
+when the object's state forbids the action. State changes are conditional UPDATEs, so a
+worker claiming the same message at the same moment cannot be overruled silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from mailer import mime
+from mailer.models import (
+    Attachment,
+    Draft,
+    OutboxMessage,
+    Recipient,
+    SmtpAccount,
+    UserPreferences,
+)
+
+Status = OutboxMessage.Status
+RStatus = Recipient.Status
+
+
+class NotFound(Exception):
+    """The object does not exist for this user (the UI turns it into a 404)."""
+
+
+class ActionNotAllowed(Exception):
+    """The object's current state forbids the action; ``str()`` says why in plain words."""
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    verdict: str
+    capabilities: dict | None = None
+    transcript: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _own(user, obj):
+    if obj is None or getattr(obj, "owner_id", None) != user.pk:
+        raise NotFound("Not found.")
+    return obj
+
+
+def _enqueue(message_id: int) -> None:
+    """Ring the bell after commit, with the id only; the sweeper covers a lost wake-up."""
+    from mailer import tasks
+
+    tasks.deliver.delay_on_commit(message_id)
+
+
+def _run_precheck(account: SmtpAccount, frozen: mime.FrozenMessage) -> None:
+    """Compose-time checks against the account's capability snapshot (mailer.precheck)."""
+    try:
+        from mailer import precheck
+    except ImportError:
+        return
+    check = getattr(precheck, "check_message", None)
+    if check is not None:
+        check(account, frozen)
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+def _draft_snapshot(draft: Draft) -> dict:
+    return {
+        "account_id": draft.account_id,
+        "to": draft.to,
+        "cc": draft.cc,
+        "bcc": draft.bcc,
+        "reply_to": draft.reply_to,
+        "subject": draft.subject,
+        "body_text": draft.body_text,
+        "body_html": draft.body_html,
+        "send_at": draft.send_at.isoformat() if draft.send_at else None,
+    }
+
+
+def send_draft(
+    user, draft: Draft, *, hold_seconds: int | None = None, send_at: datetime | None = None
+) -> OutboxMessage:
+    """Freeze ``draft`` into an OutboxMessage in one transaction and wake a worker on commit.
+
+    ``hold_seconds`` is the undo window; ``None`` takes the user's preference
+    (UserPreferences.hold_seconds), ``0`` sends at once. ``send_at`` (or the draft's
+    ``send_at``) schedules a later time. The draft is consumed: its attachments move to the
+    message, and ``undo_send`` / ``edit_as_new_draft`` rebuild a draft from it.
+    """
+    _own(user, draft)
+    account = draft.account
+    if account is None or account.owner_id != user.pk:
+        raise ValidationError({"account": ["Choose the account to send this message from."]})
+    now = timezone.now()
+    if hold_seconds is None:
+        hold_seconds = UserPreferences.for_user(user).hold_seconds
+    if hold_seconds < 0:
+        raise ValidationError({"hold_seconds": ["The undo window cannot be negative."]})
+    send_at = send_at or draft.send_at
+    frozen = mime.build_from_draft(draft, date=now)
+    _run_precheck(account, frozen)
+
+    hold_until = now + timedelta(seconds=hold_seconds) if hold_seconds else None
+    due = max(t for t in (now, hold_until, send_at) if t is not None)
+    status = Status.SCHEDULED if due > now else Status.QUEUED
+    with transaction.atomic():
+        message = OutboxMessage(
+            owner=user,
+            account=account,
+            status=status,
+            size=len(frozen.eml),
+            envelope_from=frozen.envelope_from,
+            message_id=frozen.message_id,
+            subject=frozen.subject,
+            to_display=frozen.to_display,
+            next_attempt_at=due,
+            scheduled_at=send_at if send_at and send_at > now else None,
+            hold_until=hold_until,
+            source_draft=_draft_snapshot(draft),
+        )
+        message.eml.save("message.eml", ContentFile(frozen.eml), save=False)
+        message.save()
+        Recipient.objects.bulk_create(
+            Recipient(message=message, address=addr, kind=kind) for addr, kind in frozen.recipients
+        )
+        draft.attachments.update(draft=None, message=message)
+        draft.delete()
+        if status == Status.QUEUED:
+            _enqueue(message.pk)
+    return message
+
+
+def _draft_from_snapshot(user, message: OutboxMessage) -> Draft:
+    snap = message.source_draft or {}
+    account = None
+    if snap.get("account_id"):
+        account = SmtpAccount.objects.filter(owner=user, pk=snap["account_id"]).first()
+    send_at = snap.get("send_at")
+    return Draft.objects.create(
+        owner=user,
+        account=account or message.account,
+        to=snap.get("to", ""),
+        cc=snap.get("cc", ""),
+        bcc=snap.get("bcc", ""),
+        reply_to=snap.get("reply_to", ""),
+        subject=snap.get("subject", message.subject),
+        body_text=snap.get("body_text", ""),
+        body_html=snap.get("body_html", ""),
+        send_at=datetime.fromisoformat(send_at) if send_at else None,
+    )
+
+
+def undo_send(user, message: OutboxMessage) -> Draft:
+    """Take back a message still inside its hold (or before its scheduled time): the
+    message disappears and an untouched draft, attachments included, comes back."""
+    _own(user, message)
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional: once the hold has passed a worker may claim it; then it is too late.
+        taken = OutboxMessage.objects.filter(
+            pk=message.pk, status=Status.SCHEDULED, next_attempt_at__gt=now
+        ).update(status=Status.CANCELLED, wait_reason="Taken back (undo send).")
+        if not taken:
+            raise ActionNotAllowed(
+                "It is too late to undo: the message has already gone to the outbox for "
+                "delivery. You can still cancel it if it is waiting, or edit it as a new draft."
+            )
+        draft = _draft_from_snapshot(user, message)
+        message.attachments.update(message=None, draft=draft)
+        eml = message.eml
+        OutboxMessage.objects.filter(pk=message.pk).delete()
+        transaction.on_commit(lambda: eml.delete(save=False))
+    return draft
+
+
+def cancel(user, message: OutboxMessage) -> OutboxMessage:
+    """Cancel a message that has not been sent yet (queued, scheduled or deferred)."""
+    _own(user, message)
+    done = OutboxMessage.objects.filter(pk=message.pk, status__in=OutboxMessage.PENDING_STATUSES).update(
+        status=Status.CANCELLED, next_attempt_at=None, wait_reason=""
+    )
+    message.refresh_from_db()
+    if not done:
+        raise ActionNotAllowed(
+            f"This message cannot be cancelled because it is {message.get_status_display().lower()}"
+            + (": a worker is handing it to the server right now." if message.status == Status.SENDING else ".")
+        )
+    return message
+
+
+def _requeue(message: OutboxMessage, from_statuses, recipient_statuses, reason: str) -> OutboxMessage:
+    now = timezone.now()
+    with transaction.atomic():
+        done = OutboxMessage.objects.filter(pk=message.pk, status__in=from_statuses).update(
+            status=Status.QUEUED, next_attempt_at=now, first_attempt_at=None,
+            wait_reason="", hold_until=None,
+        )
+        if not done:
+            message.refresh_from_db()
+            raise ActionNotAllowed(reason.format(status=message.get_status_display().lower()))
+        message.recipients.filter(status__in=recipient_statuses).update(
+            status=RStatus.PENDING, updated_at=now
+        )
+        _enqueue(message.pk)
+    message.refresh_from_db()
+    return message
+
+
+def retry_now(user, message: OutboxMessage, *, failed_only: bool = False) -> OutboxMessage:
+    """Send again now, with the same bytes and Message-ID. ``failed_only`` retries only the
+    recipients that failed; otherwise every recipient not yet accepted (failed or deferred).
+    Recipients that accepted the message never get it twice."""
+    _own(user, message)
+    statuses = [RStatus.FAILED] if failed_only else [RStatus.FAILED, RStatus.DEFERRED, RStatus.PENDING]
+    if not message.recipients.filter(status__in=statuses).exists():
+        raise ActionNotAllowed(
+            "There is nobody left to retry: every recipient has already accepted this message"
+            + (" or is still waiting for a retry." if failed_only else ".")
+        )
+    return _requeue(
+        message,
+        [Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.FAILED, Status.SENT],
+        statuses,
+        "A message that is {status} cannot be retried"
+        + (". Use “Resend” for a message whose outcome is unknown." if message.status == Status.UNKNOWN else "."),
+    )
+
+
+def resend_unknown(user, message: OutboxMessage) -> OutboxMessage:
+    """Resend a message whose outcome is unknown (the server may already have it; the user
+    accepts a possible duplicate). Same bytes, same Message-ID."""
+    _own(user, message)
+    return _requeue(
+        message, [Status.UNKNOWN], [RStatus.PENDING, RStatus.DEFERRED],
+        "Only a message whose outcome is unknown can be resent; this one is {status}.",
+    )
+
+
+def edit_as_new_draft(user, message: OutboxMessage) -> Draft:
+    """A new draft with the message's fields and copies of its attachments."""
+    _own(user, message)
+    with transaction.atomic():
+        draft = _draft_from_snapshot(user, message)
+        draft.send_at = None
+        draft.save(update_fields=["send_at"])
+        for att in message.attachments.all():
+            with att.file.open("rb") as fh:
+                data = fh.read()
+            copy = Attachment(
+                draft=draft, filename=att.filename, content_type=att.content_type,
+                size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            )
+            copy.file.save(uuid.uuid4().hex, ContentFile(data), save=False)
+            copy.save()
+    return draft
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+def check_account(user, account: SmtpAccount) -> CheckResult:
+    """Connect (TLS, AUTH), record the capability snapshot, and say in plain words whether
+    the account works. A successful check resumes a paused account."""
+    from mailer import delivery
+    from mailer.smtp import errors as smtp_errors
+
+    _own(user, account)
+    client = delivery.client_for(account, transcript=True)
+    try:
+        caps = client.connect()
+        client.quit()
+    except smtp_errors.SMTPError as exc:
+        client.close()
+        return CheckResult(
+            ok=False,
+            verdict=explain_error(exc),
+            capabilities=None,
+            transcript=list(client.transcript),
+            error=str(exc),
+        )
+    snapshot = caps.to_dict()
+    delivery.record_capabilities(account, snapshot)
+    if account.paused_at is not None:
+        resume_account(user, account)
+    return CheckResult(
+        ok=True,
+        verdict=f"Connected to {account.host}:{account.port}"
+        + (" and logged in" if account.username and account.auth_mechanism != "none" else "")
+        + ". The account is ready to send.",
+        capabilities=snapshot,
+        transcript=list(client.transcript),
+    )
+
+
+def send_test_message(user, account: SmtpAccount) -> OutboxMessage:
+    """A short message from the account to its own address, through the real outbox."""
+    _own(user, account)
+    draft = Draft.objects.create(
+        owner=user,
+        account=account,
+        to=account.from_address,
+        subject="Mailroom test message",
+        body_text=(
+            f"This is a test message sent by Mailroom through the account "
+            f"“{account.label}” ({account.host}:{account.port}).\n"
+            "If you can read it, the account works.\n"
+        ),
+    )
+    try:
+        return send_draft(user, draft, hold_seconds=0)
+    except Exception:
+        draft.delete()
+        raise
+
+
+def resume_account(user, account: SmtpAccount) -> SmtpAccount:
+    """Lift an account's pause; its waiting mail becomes due at once."""
+    _own(user, account)
+    now = timezone.now()
+    with transaction.atomic():
+        SmtpAccount.objects.filter(pk=account.pk).update(paused_at=None, paused_reason="")
+        waiting = list(
+            OutboxMessage.objects.filter(account=account, status=Status.DEFERRED).values_list(
+                "pk", flat=True
+            )
+        )
+        OutboxMessage.objects.filter(pk__in=waiting, status=Status.DEFERRED).update(
+            next_attempt_at=now, wait_reason=""
+        )
+        for pk in waiting:
+            _enqueue(pk)
+    account.refresh_from_db()
+    return account
+
+
+# --- plain words -------------------------------------------------------------------------
+
+
+def explain(code: int | None, enhanced: str | None, text: str | None, error_class: str | None = None) -> str:
+    """The plain-words reason for a server reply or a client error (``mailer.policy``
+    decides; its reason ends with the server's words)."""
+    from mailer import policy
+
+    return policy.classify(None, code, enhanced, text or "", error_class).reason
+
+
+def explain_error(exc) -> str:
+    from mailer import policy
+
+    return policy.classify_error(exc).reason
