@@ -325,3 +325,17 @@ class UserPreferences(models.Model):
             user=user, defaults={"hold_seconds": settings.MAILROOM_DEFAULT_HOLD_SECONDS}
         )
         return prefs
+
+
+class QuotaUsage(models.Model):
+    """One message counted against its account's sending quotas: the database backend of
+    ``mailer.quotas`` (a sliding log; Redis keeps the same log when it is configured)."""
+
+    account = models.ForeignKey(SmtpAccount, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "sent_at"], name="quota_account_sent")]
+
+    def __str__(self) -> str:
+        return f"account {self.account_id} at {self.sent_at:%Y-%m-%d %H:%M:%S}"
