@@ -66,7 +66,7 @@ def _seconds(name: str) -> float:
 
 def client_for(account: SmtpAccount, *, transcript: bool = True):
     """An unconnected ``SMTPClient`` configured from the account."""
-    from mailer.smtp import SMTPClient
+    from mailer.smtp.client import SMTPClient
 
     use_auth = account.auth_mechanism != SmtpAccount.AuthMechanism.NONE and bool(account.username)
     return SMTPClient(
@@ -350,10 +350,12 @@ def _refused(result: _Result, rr) -> None:
 
 
 def _clear_transcript(client) -> None:
-    # A reused connection's transcript holds earlier messages; each attempt keeps its own.
-    t = getattr(client, "transcript", None)
-    if isinstance(t, list):
-        t.clear()
+    # A reused connection's transcript holds earlier messages; each attempt keeps its own
+    # (and its own size budget).
+    client.transcript = []
+    if hasattr(client, "_transcript_size"):
+        client._transcript_size = 0
+        client._transcript_full = False
 
 
 def _size_limit(account) -> int | None:

@@ -153,7 +153,7 @@ def build_message(
             f"Fix it in the account settings."
         )
         sender, sender_utf8 = "", False
-    for name, _ in attachments:
+    for name, _, _ in attachments:
         if any(c in name for c in _LINE_BREAKS):
             errors.setdefault("attachments", []).append(
                 f"The attachment name '{name.strip()}' contains a line break; rename the file."

@@ -1,0 +1,42 @@
+import time_machine
+from django.utils import timezone
+
+from mailer import delivery
+from mailer.models import DeliveryAttempt
+from tests.mailer.base import send
+
+
+def test_it_sends_a_burst_over_one_connection(owner, account, server):
+    ids = [send(owner, account, subject=f"n{i}").pk for i in range(10)]
+    assert [delivery.deliver(pk) for pk in ids] == ["sent"] * 10
+    assert server.connections == 1 and len(server.received) == 10
+    assert DeliveryAttempt.objects.filter(connection_reused=True).count() == 9
+    # Each attempt keeps only its own part of the transcript.
+    last = DeliveryAttempt.objects.get(message_id=ids[-1])
+    assert last.transcript.count("MAIL FROM") == 1
+
+
+def test_it_reconnects_after_the_account_settings_change(owner, account, server):
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    account.verify_tls = False
+    account.username = "changed"
+    account.save()
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert server.connections == 2
+
+
+def test_it_reconnects_after_the_idle_time(owner, account, server, settings):
+    settings.MAILROOM_CONNECTION_IDLE_SECONDS = 0.0
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert server.connections == 2
+
+
+def test_it_reconnects_when_the_cached_connection_died(owner, account, server):
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    # Cut the cached connection under the cache's feet: NOOP fails, a new one is opened.
+    cached = delivery.connections._conns[account.pk].client
+    cached._sock.close()
+    with time_machine.travel(timezone.now(), tick=True):
+        assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert server.connections == 2
