@@ -1,7 +1,38 @@
 from django.urls import path
 
-from . import views
+from webui.views import accounts, auth, compose, home, outbox
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("login/", auth.login, name="login"),
+    path("logout/", auth.logout, name="logout"),
+    path("", home.home, name="home"),
+    # Accounts
+    path("accounts/", accounts.account_list, name="accounts"),
+    path("accounts/new/", accounts.account_add, name="account_add"),
+    path("accounts/<int:pk>/", accounts.account_detail, name="account"),
+    path("accounts/<int:pk>/edit/", accounts.account_edit, name="account_edit"),
+    path("accounts/<int:pk>/delete/", accounts.account_delete, name="account_delete"),
+    path("accounts/<int:pk>/default/", accounts.account_set_default, name="account_default"),
+    path("accounts/<int:pk>/check/", accounts.account_check, name="account_check"),
+    path("accounts/<int:pk>/resume/", accounts.account_resume, name="account_resume"),
+    path("accounts/<int:pk>/test-message/", accounts.account_send_test, name="account_send_test"),
+    # Compose and drafts
+    path("compose/", compose.compose, name="compose"),
+    path("compose/autosave/", compose.autosave, name="autosave"),
+    path("drafts/", compose.draft_list, name="drafts"),
+    path("drafts/<int:pk>/", compose.compose, name="draft"),
+    path("drafts/<int:pk>/delete/", compose.draft_delete, name="draft_delete"),
+    path("drafts/<int:pk>/attachments/", compose.upload_attachment, name="draft_upload"),
+    # Outbox, history and messages
+    path("outbox/", outbox.outbox, name="outbox"),
+    path("messages/<int:pk>/", outbox.message_detail, name="message"),
+    path("messages/<int:pk>/row/", outbox.message_row, name="message_row"),
+    path("messages/<int:pk>/status/", outbox.message_status, name="message_status"),
+    path("messages/<int:pk>/body.html", outbox.message_html, name="message_html"),
+    path("messages/<int:pk>/download.eml", outbox.message_eml, name="message_eml"),
+    path("messages/<int:pk>/undo/", outbox.message_undo, name="message_undo"),
+    path("messages/<int:pk>/cancel/", outbox.message_cancel, name="message_cancel"),
+    path("messages/<int:pk>/retry/", outbox.message_retry, name="message_retry"),
+    path("messages/<int:pk>/resend/", outbox.message_resend, name="message_resend"),
+    path("messages/<int:pk>/edit/", outbox.message_edit, name="message_edit"),
 ]

@@ -1,0 +1,175 @@
+"""Forms: they validate, the views stay linear (STYLE 17)."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.conf import settings
+
+from mailer.models import Draft, SmtpAccount
+from webui import presets
+
+# Account fields the form edits, in page order (the secret is a separate write-only field).
+ACCOUNT_FIELDS = [
+    "label", "from_name", "from_address", "reply_to",
+    "host", "port", "security", "auth_mechanism", "allow_plaintext_auth", "username",
+    "verify_tls", "ca_certificate",
+    "quota_per_minute", "quota_per_hour", "quota_per_day",
+]
+_MODEL_FIELDS = {f.name for f in SmtpAccount._meta.get_fields()}
+
+
+class AccountForm(forms.ModelForm):
+    preset = forms.ChoiceField(
+        required=False,
+        choices=[("", "— Choose a provider to fill in the server —")] + presets.choices(),
+        help_text="Fills in host, port and security for a common provider.",
+    )
+    # Write-only: never rendered back (render_value=False); blank on edit keeps the stored one.
+    secret = forms.CharField(
+        label="Password or app password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+    class Meta:
+        model = SmtpAccount
+        fields = [f for f in ACCOUNT_FIELDS if f in _MODEL_FIELDS]
+        widgets = {"ca_certificate": forms.Textarea(attrs={"rows": 4, "class": "mono"})}
+        labels = {
+            "label": "Name of this account",
+            "from_address": "From address",
+            "from_name": "From name",
+            "reply_to": "Reply-To (optional)",
+            "auth_mechanism": "Login method",
+            "allow_plaintext_auth": "Allow the password over an unencrypted connection",
+            "verify_tls": "Verify the server's certificate",
+            "ca_certificate": "Extra trusted CA certificate (PEM, optional)",
+        }
+        help_texts = {
+            "allow_plaintext_auth": "Only for a server on this machine or a trusted network.",
+            "verify_tls": "Leave on. Turn off only for a test server you control.",
+        }
+
+    def __init__(self, *args, owner, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        self.fields["secret"].help_text = (
+            "Stored encrypted and never shown again. Leave blank to keep the saved one."
+            if self.instance.pk and self.instance.has_secret
+            else "Stored encrypted and never shown again."
+        )
+
+    @staticmethod
+    def presets_json() -> str:
+        return json.dumps(presets.field_values())
+
+    def clean_label(self) -> str:
+        label = self.cleaned_data["label"].strip()
+        others = SmtpAccount.objects.filter(owner=self.owner, label=label)
+        if self.instance.pk:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise forms.ValidationError(
+                "You already have an account with this name. Choose another name."
+            )
+        return label
+
+    def clean(self):
+        data = super().clean()
+        security = data.get("security")
+        if security == "none" and data.get("username") and not data.get("allow_plaintext_auth"):
+            self.add_error(
+                "security",
+                "With no encryption the password would cross the network in clear. Choose "
+                "STARTTLS or TLS, or tick “Allow the password over an unencrypted connection” "
+                "if the server is on a trusted network.",
+            )
+        return data
+
+    def save(self, commit: bool = True) -> SmtpAccount:
+        account = super().save(commit=False)
+        account.owner = self.owner
+        if self.cleaned_data.get("secret"):
+            account.set_secret(self.cleaned_data["secret"])
+        if commit:
+            account.save()
+        return account
+
+
+class ComposeForm(forms.ModelForm):
+    """The draft as typed. Saving never fails on content (a draft may be half written);
+    sending validates through ``mailer.services.send_draft``, whose per-field errors are
+    put next to the fields."""
+
+    draft = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    send_at = forms.DateTimeField(
+        required=False,
+        label="Send at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+    )
+    # Uploaded files are read from request.FILES by the view; this field carries their errors.
+    attachments = forms.FileField(required=False)
+    confirm_no_attachment = forms.BooleanField(
+        required=False, label="Send it anyway, without an attachment"
+    )
+
+    class Meta:
+        model = Draft
+        fields = ["account", "to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html"]
+        labels = {
+            "account": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
+            "body_text": "Message", "body_html": "HTML version (optional)",
+        }
+        widgets = {
+            "to": forms.TextInput(attrs={"autocomplete": "off", "placeholder": "ann@example.com, Bob <bob@example.org>"}),
+            "cc": forms.TextInput(attrs={"autocomplete": "off"}),
+            "bcc": forms.TextInput(attrs={"autocomplete": "off"}),
+            "reply_to": forms.TextInput(attrs={"autocomplete": "off"}),
+            "subject": forms.TextInput(),
+            "body_text": forms.Textarea(attrs={"class": "body", "rows": 14}),
+            "body_html": forms.Textarea(attrs={"rows": 8, "class": "mono"}),
+        }
+
+    def __init__(self, *args, owner, **kwargs):
+        super().__init__(*args, **kwargs)
+        accounts = SmtpAccount.objects.filter(owner=owner).order_by("-is_default", "label")
+        self.fields["account"].queryset = accounts
+        self.fields["account"].empty_label = None if accounts else "— no account yet —"
+        self.fields["account"].required = False
+        if not self.instance.pk and not self.is_bound:
+            default = next((a for a in accounts if a.is_default), None)
+            if default:
+                self.initial["account"] = default.pk
+
+
+class AttachmentUploadForm(forms.Form):
+    file = forms.FileField()
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.MAILROOM_MAX_ATTACHMENT_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"“{upload.name}” is {upload.size / 1048576:.1f} MB; the limit for one "
+                f"attachment is {limit / 1048576:.0f} MB. Send a smaller file or a link to it."
+            )
+        return upload
+
+
+class OutboxFilterForm(forms.Form):
+    q = forms.CharField(required=False, label="Search", widget=forms.TextInput(
+        attrs={"type": "search", "placeholder": "Recipient or subject"}))
+    account = forms.ModelChoiceField(queryset=SmtpAccount.objects.none(), required=False,
+                                     empty_label="All accounts")
+    date_from = forms.DateField(required=False, label="From date",
+                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To date",
+                              widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, owner, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = SmtpAccount.objects.filter(owner=owner)

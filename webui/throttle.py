@@ -1,0 +1,48 @@
+"""Login throttling: a small fixed-window counter in Django's cache.
+
+Why no library: django-axes would bring its own models, migrations, middleware and
+authentication backend to guard one view. All we need is "too many failures for this user
+name or this address → wait", which two cache counters do. The counters live in Django's
+cache; with several web processes, point ``CACHES`` at a shared cache (Redis) so that they
+add up across processes (with the per-process default each process counts on its own,
+which still slows guessing down, just less).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.cache import cache
+from django.http import HttpRequest
+
+WINDOW_SECONDS = 15 * 60
+MAX_FAILURES_PER_USERNAME = 5
+MAX_FAILURES_PER_ADDRESS = 30
+
+
+def _keys(request: HttpRequest, username: str) -> list[tuple[str, int]]:
+    ip = request.META.get("REMOTE_ADDR", "")
+    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    return [
+        (f"webui:login-fail:user:{name}", MAX_FAILURES_PER_USERNAME),
+        (f"webui:login-fail:ip:{ip}", MAX_FAILURES_PER_ADDRESS),
+    ]
+
+
+def is_throttled(request: HttpRequest, username: str) -> bool:
+    return any((cache.get(key) or 0) >= limit for key, limit in _keys(request, username))
+
+
+def record_failure(request: HttpRequest, username: str) -> None:
+    for key, _limit in _keys(request, username):
+        # add() starts the window; incr() never extends it, so the lock lifts on time.
+        if not cache.add(key, 1, WINDOW_SECONDS):
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between add() and incr()
+                cache.add(key, 1, WINDOW_SECONDS)
+
+
+def reset(request: HttpRequest, username: str) -> None:
+    user_key, _ = _keys(request, username)[0]
+    cache.delete(user_key)

@@ -1,0 +1,32 @@
+"""Helpers shared by the views: running a service with its errors turned into pages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest
+
+from mailer import services
+
+
+def run_service(request: HttpRequest, action: Callable[..., Any], *args: Any, **kwargs: Any):
+    """Call a ``mailer.services`` function; another owner's object becomes a 404 and a state
+    that forbids the action becomes an error message (the caller redirects). Returns the
+    service's result, or ``None`` when it was refused."""
+    try:
+        return action(request.user, *args, **kwargs)
+    except services.NotFound as exc:
+        raise Http404("Not found.") from exc
+    except services.ActionNotAllowed as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        for text in exc.messages:
+            messages.error(request, text)
+    return None
+
+
+def wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")

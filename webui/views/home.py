@@ -1,0 +1,39 @@
+"""Home: counts by status, recent failures, quick compose."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from mailer.models import Draft, OutboxMessage, SmtpAccount
+from webui.forms import ComposeForm
+from webui.views.outbox import TABS
+
+S = OutboxMessage.Status
+RECENT_FAILURES = 8
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    mine = OutboxMessage.objects.filter(owner=request.user)
+    by_status = dict(mine.order_by().values_list("status").annotate(n=Count("pk")))
+    counts = [
+        (key, label, sum(by_status.get(s, 0) for s in statuses) if statuses
+         else sum(by_status.values()))
+        for key, label, statuses in TABS
+    ]
+    failures = (
+        mine.filter(status__in=[S.FAILED, S.UNKNOWN, S.DEFERRED])
+        .select_related("account").order_by("-last_attempt_at", "-id")[:RECENT_FAILURES]
+    )
+    accounts = SmtpAccount.objects.filter(owner=request.user)
+    return render(request, "webui/home.html", {
+        "counts": counts,
+        "failures": failures,
+        "paused": [a for a in accounts if a.paused_at],
+        "has_accounts": bool(accounts),
+        "draft_count": Draft.objects.filter(owner=request.user).count(),
+        "quick": ComposeForm(owner=request.user),
+    })

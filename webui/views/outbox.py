@@ -1,0 +1,243 @@
+"""Outbox and history, the message page and its actions.
+
+Every list runs a constant number of queries whatever the page size: one aggregate for the
+tab counts, one for the page (the paginator reuses the tab's count instead of counting
+again), plus the account list of the filter.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, time, timedelta
+
+from csp.constants import NONE
+from csp.decorators import csp
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_POST
+
+from mailer import services
+from mailer.models import Draft, OutboxMessage, Recipient
+from webui.forms import OutboxFilterForm
+from webui.rendering import parse_eml, sanitise_html
+from webui.views.common import run_service
+
+S = OutboxMessage.Status
+PAGE_SIZE = 50
+# (key, label, statuses); "all" has none.
+TABS = [
+    ("all", "All", ()),
+    ("waiting", "Queued & scheduled", (S.QUEUED, S.SCHEDULED, S.SENDING)),
+    ("sent", "Sent", (S.SENT,)),
+    ("deferred", "Deferred", (S.DEFERRED,)),
+    ("failed", "Failed", (S.FAILED,)),
+    ("unknown", "Unknown", (S.UNKNOWN,)),
+    ("cancelled", "Cancelled", (S.CANCELLED,)),
+]
+TAB_STATUSES = {key: statuses for key, _label, statuses in TABS}
+PENDING = (S.QUEUED, S.SCHEDULED, S.DEFERRED)
+
+
+def _get_message_for_user(request: HttpRequest, pk: int) -> OutboxMessage:
+    return get_object_or_404(
+        OutboxMessage.objects.select_related("account"), pk=pk, owner=request.user
+    )
+
+
+def poll_seconds(message: OutboxMessage) -> int | None:
+    """How often a page showing this message asks for news; None once it is final."""
+    if message.status in OutboxMessage.FINAL_STATUSES:
+        return None
+    return 2 if message.status in (S.QUEUED, S.SENDING) or message.hold_until else 5
+
+
+def _filtered(request: HttpRequest, form: OutboxFilterForm) -> QuerySet[OutboxMessage]:
+    qs = OutboxMessage.objects.filter(owner=request.user)
+    if not form.is_valid():
+        return qs
+    data = form.cleaned_data
+    if data["account"]:
+        qs = qs.filter(account=data["account"])
+    tz = timezone.get_current_timezone()
+    if data["date_from"]:
+        qs = qs.filter(created_at__gte=datetime.combine(data["date_from"], time.min, tz))
+    if data["date_to"]:
+        end = datetime.combine(data["date_to"] + timedelta(days=1), time.min, tz)
+        qs = qs.filter(created_at__lt=end)
+    if q := data["q"].strip():
+        by_recipient = Recipient.objects.filter(message=OuterRef("pk"), address__icontains=q)
+        qs = qs.filter(Q(subject__icontains=q) | Q(to_display__icontains=q) | Exists(by_recipient))
+    return qs
+
+
+def _tab_counts(qs: QuerySet[OutboxMessage]) -> dict[str, int]:
+    aggregates = {"all": Count("pk")}
+    for key, _label, statuses in TABS[1:]:
+        aggregates[key] = Count("pk", filter=Q(status__in=statuses))
+    return qs.aggregate(**aggregates)
+
+
+@login_required
+def outbox(request: HttpRequest) -> HttpResponse:
+    form = OutboxFilterForm(request.GET or None, owner=request.user)
+    tab = request.GET.get("tab", "all")
+    if tab not in TAB_STATUSES:
+        tab = "all"
+    qs = _filtered(request, form)
+    counts = _tab_counts(qs)
+    if TAB_STATUSES[tab]:
+        qs = qs.filter(status__in=TAB_STATUSES[tab])
+    paginator = Paginator(
+        qs.select_related("account").order_by("-created_at", "-id"), PAGE_SIZE,
+        allow_empty_first_page=True,
+    )
+    paginator.count = counts[tab]  # already counted above: no second COUNT(*)
+    page = paginator.get_page(request.GET.get("page"))
+    keep = request.GET.copy()
+    keep.pop("page", None)
+    keep.pop("tab", None)
+    return render(request, "webui/outbox/list.html", {
+        "form": form,
+        "tab": tab,
+        "tabs": [(key, label, counts[key]) for key, label, _s in TABS],
+        "page": page,
+        "messages_page": [(m, poll_seconds(m)) for m in page.object_list],
+        "query": keep.urlencode(),
+    })
+
+
+@login_required
+def message_row(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _get_message_for_user(request, pk)
+    return render(request, "webui/outbox/row.html", {"m": message, "poll": poll_seconds(message)})
+
+
+def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
+    recipients = list(message.recipients.all())
+    attempts = list(message.delivery_attempts.all())
+    now = timezone.now()
+    can_undo = bool(
+        message.status == S.SCHEDULED and message.hold_until and message.hold_until > now
+    )
+    has_failed = any(r.status == Recipient.Status.FAILED for r in recipients)
+    return {
+        "m": message,
+        "recipients": recipients,
+        "attempts": attempts,
+        "poll": poll_seconds(message),
+        "can_undo": can_undo,
+        "undo_seconds": math.ceil((message.hold_until - now).total_seconds()) if can_undo else 0,
+        "can_cancel": message.status in PENDING and not can_undo,
+        "can_retry": message.status in (S.DEFERRED, S.FAILED) or (
+            message.status == S.SENT and has_failed),
+        "can_resend": message.status == S.UNKNOWN,
+    }
+
+
+@login_required
+def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _get_message_for_user(request, pk)
+    try:
+        parsed = parse_eml(message.read_eml())
+    except OSError:
+        parsed = parse_eml(b"")
+        parsed.problem = "The stored copy of this message is missing from the server's disk."
+    return render(request, "webui/outbox/message.html", {
+        **_live_context(request, message), "parsed": parsed,
+    })
+
+
+@login_required
+def message_status(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _get_message_for_user(request, pk)
+    return render(request, "webui/outbox/live.html", _live_context(request, message))
+
+
+@login_required
+@xframe_options_sameorigin
+@csp({
+    # The mail's HTML, already sanitised by nh3: still no scripts, no remote anything.
+    "default-src": [NONE],
+    "img-src": ["data:"],
+    "style-src": ["'unsafe-inline'"],
+    "font-src": [NONE],
+    "form-action": [NONE],
+    "base-uri": [NONE],
+    "frame-ancestors": ["'self'"],
+    "sandbox": [True],
+})
+def message_html(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _get_message_for_user(request, pk)
+    try:
+        html = parse_eml(message.read_eml()).html
+    except OSError:
+        html = ""
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<base target="_blank"></head><body>' + sanitise_html(html) + "</body></html>"
+    )
+    response = HttpResponse(page, content_type="text/html; charset=utf-8")
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@login_required
+def message_eml(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _get_message_for_user(request, pk)
+    return FileResponse(
+        message.eml.open("rb"), as_attachment=True, filename=f"message-{message.pk}.eml",
+        content_type="message/rfc822",
+    )
+
+
+def _act(request: HttpRequest, pk: int, action, done: str, **kwargs) -> HttpResponse:
+    """Run a service on the user's message; a returned draft opens, otherwise back to it."""
+    message = _get_message_for_user(request, pk)
+    result = run_service(request, action, message, **kwargs)
+    if result is None:
+        return redirect("message", pk=message.pk)
+    messages.success(request, done)
+    if isinstance(result, Draft):
+        return redirect("draft", pk=result.pk)
+    return redirect("message", pk=message.pk)
+
+
+@login_required
+@require_POST
+def message_undo(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, services.undo_send,
+                "Sending undone. Your draft is back, exactly as it was.")
+
+
+@login_required
+@require_POST
+def message_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, services.cancel, "Cancelled: this message will not be sent.")
+
+
+@login_required
+@require_POST
+def message_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    # A sent message with refused recipients: retry only those that failed.
+    sent = OutboxMessage.objects.filter(pk=pk, owner=request.user, status=S.SENT).exists()
+    return _act(request, pk, services.retry_now, "Retrying now.", failed_only=sent)
+
+
+@login_required
+@require_POST
+def message_resend(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, services.resend_unknown,
+                "Sending again. If the server already had it, the recipients may get it twice.")
+
+
+@login_required
+@require_POST
+def message_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, services.edit_as_new_draft,
+                "A new draft with this message's content. Change it and send.")
