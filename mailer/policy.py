@@ -161,6 +161,31 @@ _RESUME = (
     "sending resumes."
 )
 
+_BAD_LOGIN = (
+    "The server refused the username or password. Update the account's password "
+    "(Gmail, iCloud, Yahoo and Fastmail need an app password). " + _RESUME
+)
+_WEAK_LOGIN = (
+    "The server does not allow this login method for the account. Choose another "
+    "authentication method (for example XOAUTH2 with a token). " + _RESUME
+)
+_NEEDS_TLS = (
+    "The server requires an encrypted connection to log in. Choose STARTTLS or TLS for "
+    "this account. " + _RESUME
+)
+_TOO_BIG = (
+    "The message is larger than the server accepts{limit}. Mailroom will not retry it: "
+    "make the attachments smaller or send them as links."
+)
+_SPLIT = (
+    "The server accepts fewer recipients per message; Mailroom sends to the rest in "
+    "another transaction."
+)
+_RCPT_REFUSED = (
+    "The server refused this recipient. Check the address; the other recipients are not "
+    "affected."
+)
+
 #: The policy, in order: the first matching rule decides. See the module docstring.
 RULES: tuple[Rule, ...] = (
     # 1. What the client itself knows.
@@ -186,8 +211,7 @@ RULES: tuple[Rule, ...] = (
          "Choose another authentication method. " + _RESUME,
          errors=("SMTPAuthNotSupported",)),
     Rule("too-big-local", Action.TOO_BIG,
-         "The message is larger than the server accepts{limit}. Mailroom will not retry it: "
-         "make the attachments smaller or send them as links.",
+         _TOO_BIG,
          errors=("SMTPMessageTooLarge",)),
     Rule("extension-missing", Action.FAIL_MESSAGE,
          "The message needs a feature the server does not offer (international addresses "
@@ -205,25 +229,20 @@ RULES: tuple[Rule, ...] = (
          phases=("starttls",), code_class=4),
     # 2. RFC 3463 enhanced codes.
     Rule("5.7.8", Action.PAUSE_ACCOUNT,
-         "The server refused the username or password. Update the account's password "
-         "(Gmail, iCloud, Yahoo and Fastmail need an app password). " + _RESUME,
+         _BAD_LOGIN,
          enhanced="5.7.8"),
     Rule("5.7.9", Action.PAUSE_ACCOUNT,
-         "The server does not allow this login method for the account. Choose another "
-         "authentication method (for example XOAUTH2 with a token). " + _RESUME,
+         _WEAK_LOGIN,
          enhanced="5.7.9"),
     Rule("5.7.11", Action.PAUSE_ACCOUNT,
-         "The server requires an encrypted connection to log in. Choose STARTTLS or TLS for "
-         "this account. " + _RESUME,
+         _NEEDS_TLS,
          enhanced="5.7.11"),
     # RFC 5321 section 4.5.3.1.10: too many recipients; the rest go in another transaction.
     Rule("too-many-recipients", Action.SPLIT_RECIPIENTS,
-         "The server accepts fewer recipients per message; Mailroom sends to the rest in "
-         "another transaction.",
+         _SPLIT,
          phases=("rcpt",), enhanced="[45].5.3"),
     Rule("5.3.4", Action.TOO_BIG,
-         "The message is larger than the server accepts{limit}. Mailroom will not retry it: "
-         "make the attachments smaller or send them as links.",
+         _TOO_BIG,
          enhanced="5.3.4"),
     Rule("5.1.1", Action.FAIL_RECIPIENT,
          "The recipient's mailbox does not exist. Check the address for typos; the other "
@@ -235,16 +254,13 @@ RULES: tuple[Rule, ...] = (
          enhanced="4.7.*"),
     # 3. Basic reply codes (servers without ENHANCEDSTATUSCODES).
     Rule("535", Action.PAUSE_ACCOUNT,
-         "The server refused the username or password. Update the account's password "
-         "(Gmail, iCloud, Yahoo and Fastmail need an app password). " + _RESUME,
+         _BAD_LOGIN,
          codes=(535,)),
     Rule("534", Action.PAUSE_ACCOUNT,
-         "The server does not allow this login method for the account. Choose another "
-         "authentication method (for example XOAUTH2 with a token). " + _RESUME,
+         _WEAK_LOGIN,
          codes=(534,)),
     Rule("538", Action.PAUSE_ACCOUNT,
-         "The server requires an encrypted connection to log in. Choose STARTTLS or TLS for "
-         "this account. " + _RESUME,
+         _NEEDS_TLS,
          codes=(538,)),
     Rule("421/454", Action.THROTTLE_ACCOUNT,
          "The server is busy or limiting this account (too many messages or connections). "
@@ -253,16 +269,13 @@ RULES: tuple[Rule, ...] = (
     # RFC 5321 section 4.5.3.1.10: 452 (and, from RFC 821 days, 552) to RCPT means
     # "too many recipients" unless an enhanced code (5.2.2 mailbox full…) said otherwise.
     Rule("452/552-rcpt", Action.SPLIT_RECIPIENTS,
-         "The server accepts fewer recipients per message; Mailroom sends to the rest in "
-         "another transaction.",
+         _SPLIT,
          phases=("rcpt",), codes=(452, 552), enhanced=NO_ENHANCED),
     Rule("552", Action.TOO_BIG,
-         "The message is larger than the server accepts{limit}. Mailroom will not retry it: "
-         "make the attachments smaller or send them as links.",
+         _TOO_BIG,
          phases=("mail", "data", "after-data"), codes=(552,)),
     Rule("550-rcpt", Action.FAIL_RECIPIENT,
-         "The server refused this recipient. Check the address; the other recipients are not "
-         "affected.",
+         _RCPT_REFUSED,
          phases=("rcpt",), codes=(550,)),
     # 4. Fall-backs by phase and class.
     Rule("auth-refused", Action.PAUSE_ACCOUNT,
@@ -283,8 +296,7 @@ RULES: tuple[Rule, ...] = (
          "The server could not take this recipient for now. " + _ASK_AGAIN,
          phases=("rcpt",), code_class=4),
     Rule("rcpt-permanent", Action.FAIL_RECIPIENT,
-         "The server refused this recipient. Check the address; the other recipients are not "
-         "affected.",
+         _RCPT_REFUSED,
          phases=("rcpt",), code_class=5),
     Rule("transient-reply", Action.DEFER,
          "The server could not take the message for now. " + _ASK_AGAIN, code_class=4),
