@@ -15,7 +15,7 @@ from datetime import datetime
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -79,23 +79,38 @@ def parse_address_list(text: str, key: str, errors: dict[str, list[str]]) -> lis
     if key in errors:
         return []
     result: list[ParsedAddress] = []
-    # getaddresses splits on commas outside quotes and angle brackets.
-    for name, addr in getaddresses([text]):
+    for piece in split_addresses(text):
+        name, addr = parseaddr(piece)
         name, addr = name.strip(), addr.strip()
-        if not addr and not name:
-            errors.setdefault(key, []).append(
-                f"{label}: '{text.strip()}' is not an address list. Separate addresses with "
-                f"commas, like ann@example.com, Bob <bob@example.org>."
-            )
-            continue
-        shown = addr or name
+        # parseaddr gives ("", "") for what it cannot parse; validate what was typed then.
+        shown = addr or piece
         try:
-            normalized, utf8 = validate_address(addr)
+            normalized, utf8 = validate_address(addr or piece)
         except EmailNotValidError as exc:
             errors.setdefault(key, []).append(f"{label}: '{shown}' is not a valid address: {exc}")
             continue
         result.append(ParsedAddress(name, normalized, utf8))
     return result
+
+
+def split_addresses(text: str) -> list[str]:
+    """Split a typed list on commas (and semicolons) outside quotes and angle brackets, so
+    one bad address does not hide the others."""
+    pieces, current, quoted, angle = [], [], False, 0
+    for ch in text:
+        if ch == '"' and not angle:
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            angle += 1
+        elif ch == ">" and not quoted and angle:
+            angle -= 1
+        elif ch in ",;" and not quoted and not angle:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    pieces.append("".join(current))
+    return [p.strip() for p in pieces if p.strip()]
 
 
 def _message_id_domain(address: str) -> str:

@@ -210,7 +210,10 @@ def _requeue(message: OutboxMessage, from_statuses, recipient_statuses, reason: 
         )
         if not done:
             message.refresh_from_db()
-            raise ActionNotAllowed(reason.format(status=message.get_status_display().lower()))
+            hint = ""
+            if message.status == Status.UNKNOWN:
+                hint = " Use “Resend” for a message whose outcome is unknown."
+            raise ActionNotAllowed(reason.format(status=message.get_status_display().lower()) + hint)
         message.recipients.filter(status__in=recipient_statuses).update(
             status=RStatus.PENDING, updated_at=now
         )
@@ -234,8 +237,7 @@ def retry_now(user, message: OutboxMessage, *, failed_only: bool = False) -> Out
         message,
         [Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.FAILED, Status.SENT],
         statuses,
-        "A message that is {status} cannot be retried"
-        + (". Use “Resend” for a message whose outcome is unknown." if message.status == Status.UNKNOWN else "."),
+        "A message that is {status} cannot be retried.",
     )
 
 
