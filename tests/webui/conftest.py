@@ -12,6 +12,7 @@ from django.test import Client
 
 from mailer import services
 from mailer.models import Attachment, DeliveryAttempt, Draft, OutboxMessage, SmtpAccount
+from tests.webui.browser import browser, page  # noqa: F401  (fixtures for the browser tests)
 
 # A recognisable secret: no response may ever contain it.
 SECRET = "Tr0ub4dor-and-3-SECRET-sauce"
