@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.smtp_servers"]
+
 
 def require_service(available: bool, what: str) -> None:
     """Skip (locally) or fail (CI, REQUIRE_SERVICES=1) when ``what`` is not available."""

@@ -1,0 +1,1084 @@
+"""The synchronous ESMTP submission client. The only module in ``mailer.smtp`` with sockets.
+
+RFCs followed: 5321 (SMTP), 3207 (STARTTLS), 8314 (implicit TLS), 4954 (AUTH), 2920
+(PIPELINING), 3030 (CHUNKING/BDAT), 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8),
+3461 (DSN), 2034/3463 (enhanced status codes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import functools
+import re
+import select
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import BinaryIO
+
+from . import auth
+from .capabilities import Capabilities
+from .data import BLOCK_SIZE, DataEncoder, iter_blocks
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPAuthNotSupported,
+    SMTPCertificateError,
+    SMTPCommandArgumentError,
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPError,
+    SMTPGreetingError,
+    SMTPMessageTooLarge,
+    SMTPNotSupported,
+    SMTPOutcomeUnknown,
+    SMTPPlaintextAuthRefused,
+    SMTPProtocolError,
+    SMTPRecipientsRefused,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPStartTLSNotSupported,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+from .replies import RecipientResult, Reply, SendResult, SMTPStatus, read_reply
+
+__all__ = ["SMTPClient", "Security"]
+
+_RECV_SIZE = 64 * 1024
+# RFC 4954 does not bound the number of 334 challenges; a hostile server could loop forever.
+_MAX_AUTH_ROUNDS = 8
+# With PIPELINING, intermediate BDAT replies are read in batches; bound how many may wait.
+_MAX_UNREAD_BDAT = 16
+_TRANSCRIPT_LINE = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EHLO_NAME = re.compile(r"[A-Za-z0-9.-]+|\[[A-Za-z0-9.:]+\]")
+_DSN_NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
+_DSN_RET = {"FULL", "HDRS"}
+_SCAN_HEADERS_MAX = 1024 * 1024
+
+
+class Security(enum.StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+@functools.lru_cache(maxsize=1)
+def _fqdn() -> str | None:
+    name = socket.getfqdn()
+    if "." in name and _EHLO_NAME.fullmatch(name) and not name.startswith("."):
+        return name
+    return None
+
+
+def _address_literal(sock: socket.socket) -> str:
+    addr = sock.getsockname()[0]
+    # RFC 5321 section 4.1.3: IPv6 literals carry an "IPv6:" tag.
+    return f"[IPv6:{addr}]" if ":" in addr else f"[{addr}]"
+
+
+def _check_arg(value: str, what: str, phase: str) -> None:
+    """Refuse CR, LF and other control characters: they would end the command early and
+    let the rest be read as a second command (command injection, RFC 5321 section 4.1.1)."""
+    if _CONTROL.search(value):
+        raise SMTPCommandArgumentError(
+            f"The {what} {value!r} contains a line break or another control character; "
+            "that is never valid in SMTP. Correct it and try again.",
+            phase=phase,
+        )
+
+
+def _xtext(value: str) -> str:
+    """RFC 3461 section 4: xtext-encode an ENVID/ORCPT value."""
+    return "".join(
+        ch if "!" <= ch <= "~" and ch not in "+=" else "".join(f"+{b:02X}" for b in ch.encode())
+        for ch in value
+    )
+
+
+class _Reader:
+    """A bounded line reader over a socket that lets us see what is buffered.
+
+    We need to know whether bytes are waiting after the 220 reply to STARTTLS (they must
+    not survive into the TLS session), which ``socket.makefile()`` does not tell.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+        self.reads = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def discard(self) -> int:
+        n = len(self._buf)
+        self._buf.clear()
+        return n
+
+    def readline(self, limit: int) -> bytes:
+        buf = self._buf
+        start = 0
+        while True:
+            i = buf.find(b"\n", start, limit)
+            if i >= 0:
+                line = bytes(buf[: i + 1])
+                del buf[: i + 1]
+                return line
+            if len(buf) >= limit:
+                line = bytes(buf[:limit])
+                del buf[:limit]
+                return line
+            start = len(buf)
+            chunk = self._sock.recv(_RECV_SIZE)
+            self.reads += 1
+            if not chunk:
+                line = bytes(buf)
+                buf.clear()
+                return line
+            buf += chunk
+
+
+class SMTPClient:
+    """A synchronous ESMTP client that can be kept open across many messages.
+
+    ``security`` is ``"none"``, ``"starttls"`` (RFC 3207, never falls back to plaintext) or
+    ``"tls"`` (implicit TLS, RFC 8314). Certificates and host names are verified unless
+    ``verify=False``; ``cafile``/``cadata`` trust a private CA instead of the system store.
+    ``secret`` is the password, or the OAuth2 access token for XOAUTH2/OAUTHBEARER.
+    AUTH is refused on an unencrypted connection unless ``allow_plaintext_auth`` is True.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: str = "starttls",
+        local_hostname: str | None = None,
+        username: str | None = None,
+        secret: str | None = None,
+        auth_mechanism: str = "auto",
+        allow_plaintext_auth: bool = False,
+        verify: bool = True,
+        cafile: str | None = None,
+        cadata: str | bytes | None = None,
+        connect_timeout: float = 30.0,
+        command_timeout: float = 60.0,
+        data_timeout: float = 600.0,
+        transcript: bool = False,
+        transcript_limit: int = 64 * 1024,
+    ) -> None:
+        self.host = host
+        self.port = int(port)
+        self.security = Security(security)
+        if local_hostname is not None:
+            _check_arg(local_hostname, "local host name", "ehlo")
+            if " " in local_hostname or not local_hostname:
+                raise SMTPCommandArgumentError(
+                    f"The local host name {local_hostname!r} is not a valid EHLO name.",
+                    phase="ehlo",
+                )
+        self.local_hostname = local_hostname
+        self.username = username
+        self.secret = secret
+        self.auth_mechanism = auth_mechanism
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.verify = verify
+        self.cafile = cafile
+        self.cadata = cadata
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.data_timeout = data_timeout
+        self.record_transcript = transcript
+        self.transcript_limit = transcript_limit
+        self.transcript: list[str] = []
+        self._transcript_size = 0
+        self._transcript_full = False
+        self.capabilities: Capabilities | None = None
+        self.end_of_data_hook: Callable[[], None] | None = None
+        #: The greeting reply and the AUTH mechanism used, once connected.
+        self.greeting: Reply | None = None
+        self.auth_mechanism_used: str | None = None
+        self._sock: socket.socket | None = None
+        self._reader: _Reader | None = None
+        self._tls = False
+        self._connected = False
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected and self._sock is not None
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self._tls
+
+    def connect(self) -> Capabilities:
+        """Connect, read the greeting, EHLO (HELO fallback), STARTTLS + EHLO, AUTH.
+
+        The connection is published (``is_connected``) only when every step succeeded;
+        on any failure it is closed and the error raised.
+
+        :raises SMTPConnectError, SMTPTimeoutError, SMTPTLSError, SMTPCertificateError,
+            SMTPStartTLSNotSupported, SMTPGreetingError, SMTPAuthenticationError,
+            SMTPAuthNotSupported, SMTPPlaintextAuthRefused, SMTPProtocolError,
+            SMTPServerDisconnected:
+        """
+        if self.is_connected:
+            assert self.capabilities is not None
+            return self.capabilities
+        try:
+            self._open()
+            greeting = self._read("greeting")
+            self.greeting = greeting
+            if greeting.code != SMTPStatus.READY:
+                raise SMTPGreetingError(
+                    "The server refused the session in its greeting.",
+                    reply=greeting,
+                    phase="greeting",
+                )
+            caps = self._ehlo()
+            if self.security is Security.STARTTLS:
+                caps = self._starttls(caps)
+            if self.username is not None:
+                self.auth_mechanism_used = self._authenticate(caps)
+            self.capabilities = caps
+            self._connected = True
+            return caps
+        except BaseException:
+            self.close()
+            raise
+
+    def send(
+        self,
+        envelope_from: str,
+        recipients: Iterable[str] | str,
+        message: bytes | BinaryIO,
+        *,
+        dsn_notify: Iterable[str] | None = None,
+        dsn_ret: str | None = None,
+        envid: str | None = None,
+        smtputf8: bool | None = None,
+        body_8bit: bool | None = None,
+        size_hint: int | None = None,
+    ) -> SendResult:
+        """Send one message. ``message`` is bytes or a binary file object, streamed in blocks.
+
+        Returns when at least one recipient was accepted and the data reply was 2xx, with
+        any partial refusals in the result. After a failed transaction the connection is
+        RSET and stays usable (unless the failure closed it).
+
+        :raises SMTPCommandArgumentError: an argument has a control character (nothing sent).
+        :raises SMTPNotSupported: SMTPUTF8 or 8BITMIME is needed but not offered.
+        :raises SMTPMessageTooLarge: over the server's SIZE (before any data) or refused 552.
+        :raises SMTPSenderRefused: MAIL FROM refused.
+        :raises SMTPRecipientsRefused: every recipient refused (``.result`` names each).
+        :raises SMTPDataError: DATA/BDAT refused or a non-2xx final reply (``.result``).
+        :raises SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError: before the end
+            of the data was sent; the connection is closed.
+        :raises SMTPOutcomeUnknown: lost after the end of the data, before the final reply.
+        """
+        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
+        if not rcpts:
+            raise SMTPCommandArgumentError("A message needs at least one recipient.", phase="mail")
+        _check_arg(envelope_from, "sender address", "mail")
+        for rcpt in rcpts:
+            _check_arg(rcpt, "recipient address", "rcpt")
+            if not rcpt:
+                raise SMTPCommandArgumentError("A recipient address is empty.", phase="rcpt")
+        notify = [n.strip().upper() for n in dsn_notify] if dsn_notify is not None else None
+        if notify is not None and (
+            not notify or not set(notify) <= _DSN_NOTIFY or ("NEVER" in notify and len(notify) > 1)
+        ):
+            raise SMTPCommandArgumentError(
+                f"DSN NOTIFY must be NEVER or some of SUCCESS, FAILURE, DELAY; got {notify!r}.",
+                phase="rcpt",
+            )
+        if dsn_ret is not None and dsn_ret.upper() not in _DSN_RET:
+            raise SMTPCommandArgumentError(
+                f"DSN RET must be FULL or HDRS; got {dsn_ret!r}.", phase="mail"
+            )
+        if envid is not None:
+            _check_arg(envid, "DSN envelope id", "mail")
+        caps = self._require_connection("mail")
+
+        size, has_8bit, header_8bit = self._inspect(message, size_hint, body_8bit, smtputf8)
+        addresses_utf8 = not envelope_from.isascii() or any(not r.isascii() for r in rcpts)
+        need_utf8 = smtputf8 if smtputf8 is not None else (addresses_utf8 or header_8bit)
+        if addresses_utf8 and not need_utf8:
+            raise SMTPCommandArgumentError(
+                "An address contains non-ASCII characters, which needs SMTPUTF8.", phase="mail"
+            )
+        if need_utf8 and not caps.smtputf8:
+            raise SMTPNotSupported(
+                "This message needs SMTPUTF8 (an address or header has non-ASCII characters) "
+                "but the server does not offer it. Use ASCII addresses or another server.",
+                phase="mail",
+            )
+        if body_8bit is not None:
+            eight = body_8bit
+        elif has_8bit is None:
+            # A stream we cannot scan: declaring 8BITMIME is harmless where it is offered.
+            eight = caps.eightbitmime
+        else:
+            eight = has_8bit
+        if eight and not caps.eightbitmime and not need_utf8:
+            raise SMTPNotSupported(
+                "This message has 8-bit content but the server does not offer 8BITMIME. "
+                "Encode the body as quoted-printable or base64, or use another server.",
+                phase="mail",
+            )
+        if caps.size is not None and size is not None and size > caps.size:
+            raise SMTPMessageTooLarge(
+                f"The message is {size} bytes but the server accepts at most {caps.size} "
+                "bytes. Make it smaller (fewer or smaller attachments). Nothing was sent.",
+                limit=caps.size,
+                phase="mail",
+            )
+
+        mail = f"MAIL FROM:<{envelope_from}>"
+        if caps.has("SIZE") and size is not None:
+            mail += f" SIZE={size}"
+        if eight and caps.eightbitmime:
+            mail += " BODY=8BITMIME"
+        if need_utf8:
+            mail += " SMTPUTF8"
+        if caps.dsn:
+            if dsn_ret is not None:
+                mail += f" RET={dsn_ret.upper()}"
+            if envid is not None:
+                mail += f" ENVID={_xtext(envid)}"
+        notify_param = f" NOTIFY={','.join(notify)}" if notify and caps.dsn else ""
+        rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}" for r in rcpts]
+
+        self._check_alive("mail")
+        return self._transaction(caps, envelope_from, rcpts, mail, rcpt_cmds, message)
+
+    def noop(self) -> bool:
+        """Return True if the connection answers NOOP; False (and closed) if it is dead."""
+        if not self.is_connected:
+            return False
+        try:
+            reply = self._command("NOOP", "mail")
+        except SMTPError:
+            self.close()
+            return False
+        if reply.code != SMTPStatus.COMPLETED:
+            self.close()
+            return False
+        return True
+
+    def rset(self) -> None:
+        """Abort the current transaction (RFC 5321 section 4.1.1.5).
+
+        :raises SMTPServerDisconnected: not connected, or the server is gone (then closed).
+        :raises SMTPProtocolError: RSET was not answered with 250 (then closed).
+        """
+        self._require_connection("mail")
+        reply = self._command("RSET", "mail")
+        if reply.code != SMTPStatus.COMPLETED:
+            self.close()
+            raise SMTPProtocolError(
+                "The server did not accept RSET; the connection was closed.",
+                reply=reply,
+                phase="mail",
+            )
+
+    def quit(self) -> None:
+        """Say QUIT and close; never raises, even if the server has already gone."""
+        if self._sock is not None:
+            try:
+                self._sock.settimeout(min(self.command_timeout, 5.0))
+                self._command("QUIT", "mail")
+            except (SMTPError, OSError):
+                pass
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket without QUIT (idempotent)."""
+        sock, self._sock, self._reader = self._sock, None, None
+        self._connected = False
+        self._tls = False
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> SMTPClient:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.quit()
+
+    # ------------------------------------------------------------ connection setup
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if not self.verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        try:
+            return ssl.create_default_context(cafile=self.cafile, cadata=self.cadata)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise SMTPCertificateError(
+                f"The CA certificate given for this server could not be loaded ({exc}). "
+                "Paste the server's CA certificate in PEM format.",
+                phase="connect",
+            ) from exc
+
+    def _open(self) -> None:
+        ctx = self._ssl_context() if self.security is not Security.NONE else None
+        where = f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except socket.gaierror as exc:
+            raise SMTPConnectError(
+                f"Could not find the SMTP server {self.host!r} ({exc.strerror}). "
+                "Check the server name.",
+                phase="connect",
+            ) from exc
+        except TimeoutError as exc:
+            raise SMTPTimeoutError(
+                f"Timed out after {self.connect_timeout:g} s connecting to {where}. Check the "
+                "host and port; a firewall may be blocking the connection.",
+                phase="connect",
+            ) from exc
+        except OSError as exc:
+            raise SMTPConnectError(
+                f"Could not connect to {where} ({exc.strerror or exc}). Check the host and "
+                "port, and that the server is running.",
+                phase="connect",
+            ) from exc
+        # Commands go out as whole writes; Nagle would only add delay between them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._reader = _Reader(sock)
+        if self.security is Security.TLS:
+            assert ctx is not None
+            self._handshake(ctx, "connect")
+        sock = self._sock
+        sock.settimeout(self.command_timeout)
+
+    def _handshake(self, ctx: ssl.SSLContext, phase: str) -> None:
+        assert self._sock is not None
+        try:
+            tls = ctx.wrap_socket(self._sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise SMTPCertificateError(
+                f"The server's TLS certificate could not be verified "
+                f"({exc.verify_message or exc.reason}). If the server uses a self-signed or "
+                "private certificate, add its CA certificate to the account; otherwise the "
+                "connection may be intercepted.",
+                phase=phase,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise SMTPTLSError(
+                f"The TLS handshake with {self.host}:{self.port} failed ({exc.reason or exc}). "
+                "Check the security setting matches the port (465: TLS, 587: STARTTLS).",
+                phase=phase,
+            ) from exc
+        except TimeoutError as exc:
+            raise self._timeout(phase) from exc
+        except OSError as exc:
+            raise SMTPServerDisconnected(
+                f"The server closed the connection during the TLS handshake ({exc}).",
+                phase=phase,
+            ) from exc
+        self._sock = tls
+        self._reader = _Reader(tls)
+        self._tls = True
+
+    def _ehlo(self) -> Capabilities:
+        assert self._sock is not None
+        if self.local_hostname is None:
+            self.local_hostname = _fqdn() or _address_literal(self._sock)
+        reply = self._command(f"EHLO {self.local_hostname}", "ehlo")
+        if reply.code == SMTPStatus.COMPLETED:
+            return Capabilities.from_ehlo(reply)
+        # RFC 5321 section 3.2: a server that does not know EHLO answers 500/502 (or 501/504
+        # from some old implementations); fall back to HELO.
+        if reply.code in (500, 501, 502, 504):
+            helo = self._command(f"HELO {self.local_hostname}", "ehlo")
+            if helo.code == SMTPStatus.COMPLETED:
+                return Capabilities.from_helo()
+            reply = helo
+        raise SMTPGreetingError(
+            "The server refused our EHLO/HELO greeting.", reply=reply, phase="ehlo"
+        )
+
+    def _starttls(self, caps: Capabilities) -> Capabilities:
+        if not caps.starttls:
+            raise SMTPStartTLSNotSupported(
+                f"The server {self.host}:{self.port} does not offer STARTTLS, so the "
+                "connection cannot be encrypted; nothing was sent in plaintext. Use implicit "
+                "TLS (usually port 465) or ask the provider for the right port.",
+                phase="starttls",
+            )
+        reply = self._command("STARTTLS", "starttls")
+        if reply.code != SMTPStatus.READY:
+            raise SMTPTLSError("The server refused to start TLS.", reply=reply, phase="starttls")
+        assert self._reader is not None
+        # Anything the server sent after its 220 arrived in plaintext and could have been
+        # injected by a man in the middle; it must never be read as if it came over TLS
+        # (the aiosmtplib 5.1.2 / CVE-2011-0411 class of bugs). Drop it.
+        dropped = self._reader.discard()
+        if dropped:
+            self._note(f"[discarded {dropped} bytes sent in plaintext before the TLS handshake]")
+        self._handshake(self._ssl_context(), "starttls")
+        assert self._sock is not None
+        self._sock.settimeout(self.command_timeout)
+        # RFC 3207 section 4.2: forget everything learned before TLS and ask again.
+        self.capabilities = None
+        return self._ehlo()
+
+    def _authenticate(self, caps: Capabilities) -> str:
+        if not self._tls and not self.allow_plaintext_auth:
+            raise SMTPPlaintextAuthRefused(
+                "The connection is not encrypted, so the password was not sent. Use STARTTLS "
+                "or TLS, or explicitly allow plaintext authentication for this server.",
+                phase="auth",
+            )
+        if not caps.auth:
+            raise SMTPAuthNotSupported(
+                "A user name was given but the server does not offer authentication (AUTH). "
+                "Remove the credentials or check the port (submission is usually 587 or 465).",
+                phase="auth",
+            )
+        mech = auth.choose_mechanism(self.auth_mechanism, caps.auth, encrypted=self._tls)
+        if mech is None:
+            raise SMTPAuthNotSupported(
+                f"The server offers AUTH {' '.join(caps.auth)}, none of which can be used "
+                f"with the mechanism setting {self.auth_mechanism!r}. Choose one of those.",
+                phase="auth",
+            )
+        steps = auth.exchange(
+            mech, self.username or "", self.secret or "", host=self.host, port=self.port
+        )
+        initial = next(steps)
+        if initial is None:
+            self._write_lines([f"AUTH {mech}"], "auth")
+        else:
+            self._write_lines([f"AUTH {mech} {initial}"], "auth", log=[f"AUTH {mech} [redacted]"])
+        for _ in range(_MAX_AUTH_ROUNDS):
+            reply = self._read("auth")
+            if reply.code == SMTPStatus.AUTH_SUCCESSFUL:
+                return mech
+            if reply.code != SMTPStatus.AUTH_CONTINUE:
+                raise SMTPAuthenticationError(
+                    self._auth_failure_text(reply), reply=reply, phase="auth"
+                )
+            try:
+                challenge = base64.b64decode(reply.lines[0].strip(), validate=True)
+                answer = steps.send(challenge)
+            except (binascii.Error, StopIteration):
+                answer = "*"  # RFC 4954 section 4: cancel the exchange.
+            self._write_lines([answer or ""], "auth", log=["[redacted]"])
+        self.close()
+        raise SMTPProtocolError(
+            f"The server sent more than {_MAX_AUTH_ROUNDS} AUTH challenges; gave up.",
+            phase="auth",
+        )
+
+    @staticmethod
+    def _auth_failure_text(reply: Reply) -> str:
+        if reply.code == SMTPStatus.AUTH_TOO_WEAK:
+            return (
+                "The server requires a different sign-in method (for example an app password "
+                "or OAuth2)."
+            )
+        if reply.code == SMTPStatus.ENCRYPTION_REQUIRED:
+            return "The server requires an encrypted connection for this sign-in method."
+        if reply.is_transient:
+            return "The server could not check the credentials right now; it will be retried."
+        return (
+            "The server refused the user name or password (or token). Check the credentials; "
+            "some providers need an app password."
+        )
+
+    # ----------------------------------------------------------------- transaction
+
+    def _require_connection(self, phase: str) -> Capabilities:
+        if not self.is_connected or self.capabilities is None:
+            raise SMTPServerDisconnected(
+                "Not connected to the server; call connect() first.", phase=phase
+            )
+        return self.capabilities
+
+    def _check_alive(self, phase: str) -> None:
+        """Before a transaction, notice a connection the server has already closed (an idle
+        timeout, often announced with 421) so nothing is sent into a dead connection."""
+        sock, reader = self._sock, self._reader
+        assert sock is not None and reader is not None
+        if not reader.buffered and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return
+            sock.setblocking(False)
+            try:
+                chunk = sock.recv(_RECV_SIZE)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return  # only TLS housekeeping (e.g. TLS 1.3 session tickets)
+            except OSError:
+                chunk = b""
+            finally:
+                sock.settimeout(self.command_timeout)
+            if not chunk:
+                self.close()
+                raise SMTPServerDisconnected(
+                    "The server had closed the connection (it was idle too long or the server "
+                    "restarted). Nothing was sent; reconnect and try again.",
+                    phase=phase,
+                )
+            reader.feed(chunk)
+        reply = self._read(phase)
+        self.close()
+        raise SMTPServerDisconnected(
+            "The server sent an unexpected message between messages and the connection was "
+            "closed. Nothing was sent; reconnect and try again.",
+            reply=reply,
+            phase=phase,
+        )
+
+    def _inspect(
+        self,
+        message: bytes | BinaryIO,
+        size_hint: int | None,
+        body_8bit: bool | None,
+        smtputf8: bool | None,
+    ) -> tuple[int | None, bool | None, bool]:
+        """Return (size, has 8-bit bytes, headers have 8-bit bytes) without loading a file.
+
+        A seekable file is scanned block by block and rewound; a non-seekable one is not
+        scanned (the caller's ``body_8bit``/``smtputf8``/``size_hint`` are used).
+        """
+        if isinstance(message, bytes | bytearray | memoryview):
+            data = bytes(message) if isinstance(message, memoryview) else message
+            header_end = _header_end(data[:_SCAN_HEADERS_MAX])
+            return len(data), not data.isascii(), not data[:header_end].isascii()
+        need_scan = body_8bit is None or smtputf8 is None
+        try:
+            seekable = message.seekable()
+        except (AttributeError, OSError):
+            seekable = False
+        if not seekable:
+            return size_hint, None, False
+        start = message.tell()
+        size = 0
+        has_8bit = header_8bit = False
+        head = b""
+        in_headers = need_scan
+        for block in iter_blocks(message):
+            size += len(block)
+            if not need_scan:
+                continue
+            if in_headers:
+                head = (head + block)[:_SCAN_HEADERS_MAX]
+                end = _header_end(head)
+                if end < len(head) or len(head) >= _SCAN_HEADERS_MAX:
+                    in_headers = False
+                    header_8bit = not head[:end].isascii()
+            if not has_8bit and not block.isascii():
+                has_8bit = True
+        if in_headers:
+            header_8bit = not head.isascii()
+        message.seek(start)
+        return size, has_8bit, header_8bit
+
+    def _transaction(
+        self,
+        caps: Capabilities,
+        sender: str,
+        rcpts: list[str],
+        mail: str,
+        rcpt_cmds: list[str],
+        message: bytes | BinaryIO,
+    ) -> SendResult:
+        result = SendResult()
+        blocks = iter_blocks(message)
+        chunking = caps.chunking
+        encoder = DataEncoder(dot_stuff=not chunking)
+        pipelining = caps.pipelining
+        # With CHUNKING + PIPELINING a message that fits one block goes out with its envelope
+        # in a single write: one round trip per message (RFC 3030 section 4.2 allows
+        # pipelining BDAT; the server reads the chunk by its length whatever it decided).
+        first = b""
+        single_chunk = False
+        if chunking and pipelining:
+            first, single_chunk = self._first_chunk(blocks, encoder)
+        commands = [mail, *rcpt_cmds]
+        phases = ["mail"] + ["rcpt"] * len(rcpt_cmds)
+        final_write: bytes | None = None
+        if single_chunk:
+            final_write = b"BDAT %d LAST\r\n" % len(first) + first
+        elif not chunking:
+            commands.append("DATA")
+            phases.append("data")
+        deadline = time.monotonic() + self.data_timeout
+
+        if pipelining:
+            replies = self._pipelined(commands, phases, final_write, len(first))
+        else:
+            replies = self._one_by_one(commands, phases)
+        mail_reply = replies[0]
+        rcpt_replies = replies[1 : 1 + len(rcpts)]
+        last = replies[1 + len(rcpts)] if len(replies) > 1 + len(rcpts) else None
+        if not 200 <= mail_reply.code < 300:
+            self._after_failed_envelope(last)
+            raise SMTPSenderRefused(
+                f"The server refused the sender address <{sender}>.",
+                sender=sender,
+                reply=mail_reply,
+                phase="mail",
+            )
+        for address, reply in zip(rcpts, rcpt_replies, strict=False):
+            result.recipients.append(
+                RecipientResult(address=address, accepted=200 <= reply.code < 300, reply=reply)
+            )
+        if not result.accepted:
+            self._after_failed_envelope(last)
+            raise SMTPRecipientsRefused(
+                "The server refused every recipient; the message was not sent.",
+                result=result,
+                phase="rcpt",
+            )
+        if final_write is not None:
+            # The whole message (and its end) went out with the envelope.
+            assert last is not None
+            data_reply = last
+        elif chunking:
+            data_reply = self._stream_bdat(blocks, encoder, first, deadline, pipelining)
+        else:
+            assert last is not None
+            if last.code != SMTPStatus.START_INPUT:
+                self._reset_after_failure()
+                raise self._data_error(last, result, "data")
+            data_reply = self._stream_data(blocks, encoder, deadline)
+        result.data_reply = data_reply
+        if not 200 <= data_reply.code < 300:
+            self._reset_after_failure()
+            raise self._data_error(data_reply, result, "after-data")
+        return result
+
+    def _first_chunk(self, blocks: Iterator[bytes], encoder: DataEncoder) -> tuple[bytes, bool]:
+        """Encode the first block; tell whether it is the whole message (read-ahead)."""
+        out = b""
+        for raw in blocks:
+            out += encoder.feed(raw)
+            if len(out) >= BLOCK_SIZE:
+                return out, False
+        return out + encoder.finish(), True
+
+    def _pipelined(
+        self, commands: list[str], phases: list[str], final_write: bytes | None, size: int
+    ) -> list[Reply]:
+        """RFC 2920 section 3.1: MAIL, every RCPT and DATA (or the single BDAT ... LAST with
+        the message) go out in one write; the replies are read in order."""
+        if final_write is None:
+            self._write_lines(commands, phases[0])
+            return [self._closing_check(self._read(phase), phase) for phase in phases]
+        self._end_of_data()
+        log = [*commands, f"BDAT {size} LAST", f"<{size} bytes of message data>"]
+        self._write_lines(commands, "mail", log=log, extra=final_write)
+        # The end of the data is already out: a lost connection from here on leaves the
+        # outcome unknown.
+        deadline = time.monotonic() + self.data_timeout
+        replies = []
+        for phase in [*phases, "after-data"]:
+            reply = self._read_final(deadline)
+            replies.append(reply if phase == "after-data" else self._closing_check(reply, phase))
+        return replies
+
+    def _closing_check(self, reply: Reply, phase: str) -> Reply:
+        """A 421 in the middle of the envelope: the server has closed the session and the
+        remaining replies will never come (RFC 5321 section 3.8). Nothing was delivered."""
+        if reply.code == SMTPStatus.NOT_AVAILABLE:
+            raise SMTPServerDisconnected(
+                "The server is closing the connection; the message was not sent and will be "
+                "tried again.",
+                reply=reply,
+                phase=phase,
+            )
+        return reply
+
+    def _one_by_one(self, commands: list[str], phases: list[str]) -> list[Reply]:
+        """Without PIPELINING: stop at a refused MAIL, skip DATA if no recipient was taken."""
+        replies = [self._closing_check(self._command(commands[0], phases[0]), phases[0])]
+        if 200 <= replies[0].code < 300:
+            for cmd, phase in zip(commands[1:], phases[1:], strict=True):
+                if cmd == "DATA" and not any(200 <= r.code < 300 for r in replies[1:]):
+                    break
+                replies.append(self._closing_check(self._command(cmd, phase), phase))
+        return replies
+
+    def _after_failed_envelope(self, data_reply: Reply | None) -> None:
+        # RFC 2920 section 3.1: if DATA was pipelined and still got 354 although the
+        # transaction failed, the client must send the end of data before going on.
+        if data_reply is not None and data_reply.code == SMTPStatus.START_INPUT:
+            try:
+                self._write_lines(["."], "data")
+                self._read("data")
+            except SMTPError:
+                return
+        self._reset_after_failure()
+
+    def _stream_data(self, blocks: Iterator[bytes], encoder: DataEncoder, deadline: float) -> Reply:
+        """DATA body: CRLF-normalised, dot-stuffed, in large writes, ending in CRLF.CRLF."""
+        pending: list[bytes] = []
+        pending_size = 0
+        for raw in blocks:
+            out = encoder.feed(raw)
+            if out:
+                pending.append(out)
+                pending_size += len(out)
+            if pending_size >= BLOCK_SIZE:
+                self._write_data(b"".join(pending), deadline)
+                pending, pending_size = [], 0
+        pending.append(encoder.finish())
+        pending.append(b".\r\n")
+        self._log(f"<{encoder.size} bytes of message data>")
+        self._log(".")
+        self._end_of_data()
+        self._write_data(b"".join(pending), deadline, final=True)
+        return self._read_final(deadline)
+
+    def _stream_bdat(
+        self,
+        blocks: Iterator[bytes],
+        encoder: DataEncoder,
+        first: bytes,
+        deadline: float,
+        pipelining: bool,
+    ) -> Reply:
+        """BDAT chunks (RFC 3030): no dot-stuffing; the last chunk is ``BDAT n LAST``."""
+        chunk = first
+        unread = 0
+        for raw in blocks:
+            chunk += encoder.feed(raw)
+            if len(chunk) < BLOCK_SIZE:
+                continue
+            self._log(f"BDAT {len(chunk)}")
+            self._write_data(b"BDAT %d\r\n" % len(chunk) + chunk, deadline)
+            chunk = b""
+            unread += 1
+            if not pipelining or unread >= _MAX_UNREAD_BDAT:
+                reply = self._read_bdat_replies(unread, deadline)
+                unread = 0
+                if reply is not None:
+                    return reply
+        chunk += encoder.finish()
+        self._log(f"BDAT {len(chunk)} LAST")
+        self._log(f"<{encoder.size} bytes of message data>")
+        self._end_of_data()
+        self._write_data(b"BDAT %d LAST\r\n" % len(chunk) + chunk, deadline, final=True)
+        failed = self._read_bdat_replies(unread, deadline, after_end=True)
+        if failed is not None and not self.is_connected:
+            return failed
+        final = self._read_final(deadline)
+        return failed if failed is not None else final
+
+    def _read_bdat_replies(
+        self, count: int, deadline: float, *, after_end: bool = False
+    ) -> Reply | None:
+        """Read ``count`` intermediate BDAT replies; return the first failure, if any."""
+        failed = None
+        for _ in range(count):
+            if failed is not None and not self.is_connected:
+                break
+            reply = self._read_final(deadline) if after_end else self._read_data("data", deadline)
+            if failed is None and not (200 <= reply.code < 300):
+                failed = reply
+        return failed
+
+    def _end_of_data(self) -> None:
+        if self.end_of_data_hook is not None:
+            self.end_of_data_hook()
+
+    def _read_final(self, deadline: float) -> Reply:
+        """Read a reply after the end of the data: a lost connection now means the server
+        may or may not have taken the message, which must never look like a plain failure."""
+        try:
+            return self._read_data(
+                "after-data", max(deadline, time.monotonic() + self.command_timeout)
+            )
+        except (SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError) as exc:
+            self.close()
+            if exc.reply is not None:
+                raise  # a real reply (421): the server said no
+            raise SMTPOutcomeUnknown(
+                "The connection was lost after the whole message was sent and before the "
+                "server confirmed it; the server may or may not have accepted it. Check the "
+                f"recipient's mailbox before sending it again. ({exc.message})",
+                reply=exc.reply,
+            ) from exc
+
+    def _read_data(self, phase: str, deadline: float) -> Reply:
+        assert self._sock is not None
+        self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            return self._read(phase)
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(self.command_timeout)
+
+    def _write_data(self, data: bytes, deadline: float, *, final: bool = False) -> None:
+        # A failed write means the end of the data never left: still a definite failure.
+        phase = "data"
+        sock = self._sock
+        assert sock is not None
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        with self._io(phase):
+            sock.sendall(data)
+        if final:
+            sock.settimeout(self.command_timeout)
+
+    def _data_error(self, reply: Reply, result: SendResult, phase: str) -> SMTPDataError:
+        if reply.code == SMTPStatus.MESSAGE_TOO_LARGE or reply.enhanced == "5.3.4":
+            limit = self.capabilities.size if self.capabilities else None
+            return SMTPMessageTooLarge(
+                "The server refused the message because it is too large. Make it smaller.",
+                limit=limit,
+                reply=reply,
+                result=result,
+                phase=phase,
+            )
+        what = (
+            "refused to take the message data" if phase == "data" else "did not accept the message"
+        )
+        return SMTPDataError(f"The server {what}.", reply=reply, result=result, phase=phase)
+
+    def _reset_after_failure(self) -> None:
+        """RFC 5321 section 4.1.1.5: RSET after a failed transaction keeps the connection
+        usable; if even that fails the connection is closed."""
+        if not self.is_connected:
+            return
+        try:
+            reply = self._command("RSET", "mail")
+        except SMTPError:
+            self.close()
+            return
+        if reply.code != SMTPStatus.COMPLETED:
+            self.close()
+
+    # ---------------------------------------------------------------- wire helpers
+
+    def _command(self, line: str, phase: str) -> Reply:
+        self._write_lines([line], phase)
+        return self._read(phase)
+
+    def _write_lines(
+        self,
+        lines: list[str],
+        phase: str,
+        *,
+        log: list[str] | None = None,
+        extra: bytes | None = None,
+    ) -> None:
+        for line in lines:
+            # Defence in depth: every argument was checked already; nothing may ever make
+            # one command line become two.
+            if "\r" in line or "\n" in line:
+                raise SMTPCommandArgumentError(
+                    "Refused to send a command containing a line break.", phase=phase
+                )
+        for entry in log if log is not None else lines:
+            self._log(entry)
+        data = "".join(f"{line}\r\n" for line in lines).encode("utf-8")
+        if extra is not None:
+            data += extra
+        assert self._sock is not None
+        with self._io(phase):
+            self._sock.sendall(data)
+
+    def _read(self, phase: str) -> Reply:
+        if self._reader is None:
+            raise SMTPServerDisconnected("Not connected to the server.", phase=phase)
+        with self._io(phase):
+            reply = read_reply(self._reader.readline, phase=phase)
+        self._log_reply(reply)
+        if reply.code == SMTPStatus.NOT_AVAILABLE:
+            # 421: the server is closing the transmission channel (RFC 5321 section 3.8).
+            self.close()
+        return reply
+
+    @contextmanager
+    def _io(self, phase: str) -> Iterator[None]:
+        """Map socket failures to SMTP errors. Any of them leaves the reply stream out of
+        step, so the connection is closed and never reused."""
+        try:
+            yield
+        except (SMTPServerDisconnected, SMTPProtocolError):
+            self.close()
+            raise
+        except TimeoutError as exc:
+            self.close()
+            raise self._timeout(phase) from exc
+        except ssl.SSLError as exc:
+            self.close()
+            raise SMTPServerDisconnected(
+                f"The TLS connection to the server failed ({exc.reason or exc}).", phase=phase
+            ) from exc
+        except OSError as exc:
+            self.close()
+            raise SMTPServerDisconnected(
+                f"The server closed the connection ({exc.strerror or exc}).", phase=phase
+            ) from exc
+
+    def _timeout(self, phase: str) -> SMTPTimeoutError:
+        self.close()
+        return SMTPTimeoutError(
+            f"The server did not answer in time (while in the {phase} phase); the connection "
+            "was closed. It will be tried again later.",
+            phase=phase,
+        )
+
+    # ------------------------------------------------------------------ transcript
+
+    def _log(self, line: str) -> None:
+        if self.record_transcript and not self._transcript_full:
+            self._append(f"C: {line}")
+
+    def _note(self, line: str) -> None:
+        if self.record_transcript and not self._transcript_full:
+            self._append(line)
+
+    def _log_reply(self, reply: Reply) -> None:
+        if not self.record_transcript or self._transcript_full:
+            return
+        last = len(reply.lines) - 1
+        for i, text in enumerate(reply.lines):
+            self._append(f"S: {reply.code}{'-' if i < last else ' '}{text}".rstrip())
+
+    def _append(self, line: str) -> None:
+        if len(line) > _TRANSCRIPT_LINE:
+            line = line[:_TRANSCRIPT_LINE] + "…"
+        if self._transcript_size + len(line) > self.transcript_limit:
+            self._transcript_full = True
+            self.transcript.append("[transcript truncated]")
+            return
+        self._transcript_size += len(line) + 1
+        self.transcript.append(line)
+
+
+def _header_end(data: bytes) -> int:
+    """Offset of the blank line ending the header section (or len(data) if none)."""
+    ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
+    return min(ends) if ends else len(data)
