@@ -26,3 +26,5 @@ _RUN_ID = os.environ.setdefault("MAILROOM_TEST_RUN_ID", str(os.getpid()))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["TEST"] = {"NAME": f"test_mailroom_{_RUN_ID}"}
 CELERY_TASK_DEFAULT_QUEUE = f"mailroom-test-{_RUN_ID}"
+# ... and its own quota logs in a shared Redis (mailer.quotas keys them by account id).
+MAILROOM_REDIS_PREFIX = f"mailroom-test-{_RUN_ID}"
