@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.conf import settings
 
@@ -63,8 +61,8 @@ class AccountForm(forms.ModelForm):
         )
 
     @staticmethod
-    def presets_json() -> str:
-        return json.dumps(presets.field_values())
+    def preset_values() -> dict:
+        return presets.field_values()
 
     def clean_label(self) -> str:
         label = self.cleaned_data["label"].strip()

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from mailer import services
+from mailer import quotas, services
 from mailer.models import OutboxMessage, SmtpAccount
 from webui.forms import AccountForm
 from webui.views.common import run_service
@@ -61,27 +61,12 @@ def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _quota_use(account: SmtpAccount) -> list[dict]:
-    """Each quota set on the account with its use: ``mailer.quotas.usage`` counts what the
-    worker counts. Without that module, messages sent in each window are counted here."""
-    try:
-        from mailer.quotas import usage
-    except ImportError:
-        usage = None
-    windows = {timedelta(minutes=1): "minute", timedelta(hours=1): "hour", timedelta(days=1): "day"}
-    if usage is not None:
-        rows = usage(account)
-    else:
-        now = timezone.now()
-        rows = []
-        for window, period in windows.items():
-            limit = getattr(account, f"quota_per_{period}")
-            if limit:
-                sent = OutboxMessage.objects.filter(account=account, sent_at__gte=now - window)
-                rows.append((window, sent.count(), limit))
+    """Each quota set on the account with its use, as the worker counts it."""
+    names = {timedelta(minutes=1): "minute", timedelta(hours=1): "hour", timedelta(days=1): "day"}
     return [
-        {"period": windows.get(window, str(window)), "used": used, "limit": limit,
-         "percent": min(100, round(100 * used / limit)) if limit else 0}
-        for window, used, limit in rows
+        {"period": names.get(window, str(window)), "used": used, "limit": limit,
+         "percent": min(100, round(100 * used / limit))}
+        for window, used, limit in quotas.usage(account)
     ]
 
 

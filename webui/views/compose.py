@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.views.decorators.http import require_POST
 
-from mailer import services
+from mailer import precheck, services
 from mailer.models import Attachment, Draft, UserPreferences
 from webui.forms import AttachmentUploadForm, ComposeForm
 from webui.views.common import wants_json
@@ -43,10 +43,6 @@ def size_problems(draft: Draft, attachments: list[Attachment]) -> dict[str, list
     """Refuse early a message bigger than the server's SIZE (the account's capability
     snapshot), estimated after base64 (a third more). ``send_draft`` checks the built
     message again exactly; this catches it before the message is built."""
-    try:
-        from mailer import precheck
-    except ImportError:  # the pre-check module is optional: send_draft's check remains
-        return {}
     if draft.account is None:
         return {}
     size = precheck.estimated_size(
