@@ -33,6 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 # aiosmtpd's default (32 MiB) would refuse a 25 MB attachment once base64 adds a third.
 DEFAULT_SIZE_LIMIT = 100 * 1024 * 1024
 CERT_NAME = "sink-cert.pem"
+log = logging.getLogger("mailer.devsink")
 # aiosmtpd logs every command at INFO; the sink reports one line per message instead.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 # Plaintext AUTH is deliberate when the sink runs without STARTTLS (see DevSink).
@@ -81,6 +82,13 @@ class _Handler:
         }
         _write_atomically(self.folder / f"{name}.json", json.dumps(meta, indent=2).encode())
         _write_atomically(self.folder / f"{name}.eml", data)
+        log.info(
+            "stored %s.eml: from <%s> to %d recipient(s), %d bytes",
+            name,
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            len(data),
+        )
         return f"250 2.0.0 OK: stored as {name}.eml"
 
 
