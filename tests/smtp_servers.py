@@ -154,7 +154,10 @@ class RecordingHandler:
     a rule fires (then it is spent and the server behaves normally again).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = True) -> None:
+        #: Advertise PIPELINING (aiosmtpd handles pipelined commands but does not say so;
+        #: every real submission server does).
+        self.pipelining = pipelining
         self.messages: list[RecordedMessage] = []
         self.rules: list[Rule] = []
         self.login_attempts: list[tuple[str, str]] = []  # (mechanism, login)
@@ -198,6 +201,12 @@ class RecordingHandler:
         return rule.reply
 
     # -- aiosmtpd hooks
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses  # aiosmtpd adds the final "250 HELP" itself
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         scripted = self._scripted(server, "mail", [address])
         if scripted is not None:
@@ -329,8 +338,8 @@ class _Auth:
 class _Handler(RecordingHandler):
     """RecordingHandler plus the AUTH hooks (aiosmtpd finds ``auth_*`` on the handler)."""
 
-    def __init__(self, accounts: dict[str, str] | None) -> None:
-        super().__init__()
+    def __init__(self, accounts: dict[str, str] | None, *, pipelining: bool = True) -> None:
+        super().__init__(pipelining=pipelining)
         self._auth = _Auth(accounts or {}, self)
 
     async def auth_CRAM__MD5(self, server, args):  # noqa: N802
@@ -393,6 +402,7 @@ def start_smtp_server(
     auth_require_tls: bool = True,
     auth_mechanisms: tuple[str, ...] | None = None,
     handler: RecordingHandler | None = None,
+    pipelining: bool = True,
     data_size_limit: int | None = 33554432,
     **smtp_kwargs: Any,
 ) -> RunningServer:
@@ -400,14 +410,16 @@ def start_smtp_server(
 
     ``security``: ``none`` (plain), ``starttls`` (offers STARTTLS) or ``tls`` (implicit).
     ``accounts`` turns AUTH on. ``auth_mechanisms`` limits what is advertised (default:
-    PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER). ``handler`` replaces the recording handler.
+    PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER). ``pipelining=False`` stops advertising
+    PIPELINING. ``handler`` replaces the recording handler. Other keyword arguments go to
+    aiosmtpd's ``SMTP`` (e.g. ``data_size_limit``, ``enable_SMTPUTF8``).
     """
     if security not in ("none", "starttls", "tls"):
         raise ValueError("security must be none, starttls or tls")
     if security != "none" and certificates is None:
         raise ValueError("TLS needs certificates (use the tls_certificates fixture)")
     if handler is None:
-        handler = _Handler(accounts)
+        handler = _Handler(accounts, pipelining=pipelining)
     kwargs: dict[str, Any] = {
         "hostname": HOST,
         "port": free_port(),
