@@ -31,7 +31,7 @@ def badge(status: str, label: str = "") -> str:
 
 
 @register.simple_tag
-def explain(code, enhanced, error_class=None) -> str:
-    """The plain-words reason for a server reply (``mailer.services.explain``). The server's
-    own words are shown beside it by the template, so they are not repeated here."""
-    return services.explain(code or None, enhanced or None, None, error_class or None)
+def explain(code, enhanced, text, error_class=None) -> str:
+    """The plain-words reason for a server reply, followed by the server's own words
+    (``mailer.services.explain``)."""
+    return services.explain(code or None, enhanced or None, text or None, error_class or None)

@@ -1,0 +1,67 @@
+"""Outbox and history: tabs with counts, search by recipient or subject, filter by account
+and date, 50 per page, and a constant number of queries whatever the page size."""
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from mailer.models import OutboxMessage
+from tests.webui.conftest import make_account, make_message
+
+
+def test_it_counts_by_status_and_shows_one_tab(owner, owner_client, account):
+    make_message(owner, account, status="sent", subject="Delivered one")
+    make_message(owner, account, status="failed", subject="Bounced one")
+    make_message(owner, account, status="failed", subject="Bounced two")
+    make_message(owner, account, subject="Waiting one")
+    response = owner_client.get("/outbox/?tab=failed")
+    tabs = dict((key, count) for key, _label, count in response.context["tabs"])
+    assert tabs == {"all": 4, "waiting": 1, "sent": 1, "deferred": 0, "failed": 2,
+                    "unknown": 0, "cancelled": 0}
+    body = response.content.decode()
+    assert "Bounced one" in body and "Bounced two" in body and "Delivered one" not in body
+
+
+def test_it_searches_recipients_and_subjects(owner, owner_client, account):
+    make_message(owner, account, subject="Invoice 42", to="zed@example.org")
+    make_message(owner, account, subject="Hello", to="amy@example.org", bcc="hidden@example.net")
+    make_message(owner, account, subject="Other", to="bob@example.org")
+    assert _subjects(owner_client, "q=invoice") == ["Invoice 42"]
+    assert _subjects(owner_client, "q=hidden@example") == ["Hello"]  # Bcc recipients too
+    assert _subjects(owner_client, "q=nobody") == []
+
+
+def test_it_filters_by_account_and_date(owner, owner_client, account):
+    other = make_account(owner, label="Other")
+    make_message(owner, account, subject="From work")
+    old = make_message(owner, other, subject="From other, old")
+    OutboxMessage.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+    assert _subjects(owner_client, f"account={account.pk}") == ["From work"]
+    since = (timezone.localdate() - timedelta(days=2)).isoformat()
+    assert _subjects(owner_client, f"date_from={since}") == ["From work"]
+    until = (timezone.localdate() - timedelta(days=5)).isoformat()
+    assert _subjects(owner_client, f"date_to={until}") == ["From other, old"]
+
+
+def test_it_pages_by_fifty_with_constant_queries(owner, owner_client, account):
+    template = make_message(owner, account)
+    OutboxMessage.objects.bulk_create([
+        OutboxMessage(owner=owner, account=account, status="sent", eml=template.eml.name,
+                      envelope_from="owen@example.com", message_id=f"<{i}@x>", subject=f"M{i}")
+        for i in range(59)
+    ])
+    with CaptureQueriesContext(connection) as first:
+        page1 = owner_client.get("/outbox/")
+    assert len(page1.context["page"].object_list) == 50
+    assert "Page 1 of 2" in page1.content.decode()
+    with CaptureQueriesContext(connection) as second:
+        page2 = owner_client.get("/outbox/?page=2")
+    assert len(page2.context["page"].object_list) == 10
+    assert len(first) == len(second) <= 6
+
+
+def _subjects(client, query):
+    response = client.get(f"/outbox/?{query}")
+    return [m.subject for m, _poll in response.context["messages_page"]]
