@@ -678,7 +678,7 @@ class MiniSMTP:
     ehlo: bool = True
     greeting: str = "220 mini.test ESMTP"
     rcpt_replies: dict[str, str] = field(default_factory=dict)
-    after_data: str = "250 2.0.0 Ok: queued"
+    after_data: str | None = "250 2.0.0 Ok: queued"  # None: never answer after the data
     messages: list[MiniMessage] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     round_trips: int = 0
@@ -739,7 +739,7 @@ class MiniSMTP:
                     if data_line == b".\r\n":
                         break
                     lines.append(data_line[1:] if data_line.startswith(b".") else data_line)
-                self._finish(out, mail_from, rcpts, params, b"".join(lines), "DATA")
+                self._finish(conn, out, mail_from, rcpts, params, b"".join(lines), "DATA")
             elif verb == "BDAT":
                 parts = line.split()
                 size = int(parts[1])
@@ -749,7 +749,7 @@ class MiniSMTP:
                 if not rcpts:
                     out.append("554 5.5.1 No valid recipients")
                 elif last:
-                    self._finish(out, mail_from, rcpts, params, bytes(bdat), "BDAT")
+                    self._finish(conn, out, mail_from, rcpts, params, bytes(bdat), "BDAT")
                 else:
                     out.append(f"250 2.0.0 {size} octets received")
             elif verb == "RSET":
@@ -764,7 +764,7 @@ class MiniSMTP:
             else:
                 out.append("502 5.5.2 Command not recognised")
 
-    def _finish(self, out, mail_from, rcpts, params, content, via) -> None:
+    def _finish(self, conn, out, mail_from, rcpts, params, content, via) -> None:
         self.messages.append(
             MiniMessage(mail_from or "", list(rcpts), params.strip(), content, via)
         )
