@@ -76,7 +76,10 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_up(args: list[str]) -> int:
-    return subprocess.run([str(PY), str(ROOT / "manage.py"), "up", *args], cwd=ROOT).returncode
+    # Replace this process rather than wait for a child: subprocess.run would SIGKILL
+    # `manage.py up` a quarter second after Ctrl-C, before it has stopped its own children.
+    os.chdir(ROOT)
+    os.execv(str(PY), [str(PY), str(ROOT / "manage.py"), "up", *args])
 
 
 def main() -> int:
