@@ -15,12 +15,14 @@ def test_it_explains_each_recipient_and_attempt(owner, owner_client, account):
     OutboxMessage.objects.filter(pk=message.pk).update(status="sent")
     Recipient.objects.filter(message=message, address="ann@example.org").update(
         status="accepted", code=250, enhanced="2.1.5", text="Recipient OK")
+    # Delivery stores its plain-words reason, ending with the server's words.
+    reason = services.explain(550, "5.1.1", "No such user here")
     Recipient.objects.filter(message=message, address="nobody@example.org").update(
-        status="failed", code=550, enhanced="5.1.1", text="No such user here")
+        status="failed", code=550, enhanced="5.1.1", text=reason)
     add_attempt(message, outcome="partial", reply_code=250, reply_text="Ok: queued as Q1",
                 transcript="S: 220 mx ESMTP\nC: AUTH PLAIN ********\nS: 235 2.7.0 OK")
     body = owner_client.get(f"/messages/{message.pk}/").content.decode()
-    assert escape(services.explain(550, "5.1.1", "No such user here")) in body
+    assert escape(reason) in body and "No such user here" in body
     assert "The server took it for delivery." in body
     assert "AUTH PLAIN ********" in body and "Ok: queued as Q1" in body
     assert "Retry now" in body  # one recipient failed: retry that one

@@ -137,6 +137,7 @@ def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
         "can_retry": message.status in (S.DEFERRED, S.FAILED) or (
             message.status == S.SENT and has_failed),
         "can_resend": message.status == S.UNKNOWN,
+        "waiting_statuses": PENDING,
     }
 
 
