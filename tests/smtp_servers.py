@@ -371,6 +371,7 @@ class RunningServer:
     controller: Controller
     ca_pem: str | None = None
     ca_file: str | None = None
+    stopped: bool = False
 
     @property
     def messages(self) -> list[RecordedMessage]:
@@ -390,7 +391,10 @@ class RunningServer:
         return kwargs
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Stop the server (idempotent: a test may stop it early to simulate an outage)."""
+        if not self.stopped:
+            self.stopped = True
+            self.controller.stop()
 
 
 def start_smtp_server(
