@@ -511,7 +511,7 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
 def _enqueue_soon(message_id: int) -> None:
     from mailer import tasks
 
-    tasks.deliver.delay_on_commit(message_id)
+    tasks.wake(message_id)
 
 
 def _words(result: _Result) -> str:
@@ -564,7 +564,7 @@ def sweep(*, enqueue=None) -> SweepReport:
     if enqueue is None:
         from mailer import tasks
 
-        enqueue = tasks.deliver.delay
+        enqueue = tasks.publish
     report = SweepReport()
     now = timezone.now()
     batch = int(getattr(settings, "MAILROOM_SWEEP_BATCH", 1000))

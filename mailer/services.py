@@ -59,7 +59,7 @@ def _enqueue(message_id: int) -> None:
     """Ring the bell after commit, with the id only; the sweeper covers a lost wake-up."""
     from mailer import tasks
 
-    tasks.deliver.delay_on_commit(message_id)
+    tasks.wake(message_id)
 
 
 def _run_precheck(account: SmtpAccount, frozen: mime.FrozenMessage) -> None:

@@ -4,10 +4,15 @@ Late acknowledgement: a worker that dies mid-task leaves the wake-up to be redel
 and the claim protocol makes a redelivered or duplicated wake-up harmless.
 """
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_process_shutdown
+from django.db import transaction
 
 from mailer import delivery
+
+log = logging.getLogger("mailer.tasks")
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -23,3 +28,18 @@ def sweep() -> int:
 @worker_process_shutdown.connect
 def _close_connections(**kwargs) -> None:
     delivery.connections.close_all()
+
+
+def wake(message_id: int) -> None:
+    """Wake a worker for ``message_id`` once the current transaction commits. A broker
+    that is down must not undo or fail the send: the row is committed, and the sweeper
+    will find it (ARCHITECTURE invariant 1)."""
+    transaction.on_commit(lambda: publish(message_id))
+
+
+def publish(message_id: int) -> None:
+    try:
+        deliver.delay(message_id)
+    except Exception as exc:  # kombu raises several unrelated classes for a dead broker
+        log.warning("could not wake a worker for message %s (%s); the sweeper will send it",
+                    message_id, exc)

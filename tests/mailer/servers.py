@@ -8,6 +8,7 @@ It runs in a thread of the test process on 127.0.0.1 and a port picked by bindin
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Script:
     data: list[str] = field(default_factory=list)  # replies to the end of data
     close_after_data: int = 0  # this many times: take the data, then hang up, no reply
     password: str | None = None  # AUTH PLAIN/LOGIN must use it (any username)
+    stall_rcpt: int = 0  # this many times: sit on a RCPT (a worker stuck before the data)
 
 
 class _Handler:
@@ -52,6 +54,10 @@ class _Handler:
         self.server = server
 
     async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.server.script.stall_rcpt:
+            self.server.script.stall_rcpt -= 1
+            self.server.stalled.set()
+            await asyncio.sleep(60)
         replies = self.server.script.rcpt.get(address.lower())
         if replies:
             reply = replies.pop(0)
@@ -98,6 +104,7 @@ class ScriptedServer:
         self.port = free_port()
         self.received: list[Received] = []
         self.connections = 0
+        self.stalled = threading.Event()
         self._lock = threading.Lock()
         kwargs = {"enable_SMTPUTF8": True, "auth_require_tls": False}
         if self.script.password is not None:
