@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -173,10 +173,18 @@ def reserve_send(account: SmtpAccount) -> datetime | None:
 
 def _claimable_accounts(now: datetime) -> Q:
     # Mail of a paused or throttled account waits; a message whose account was deleted is
-    # claimed so that it can be failed with a clear reason.
+    # claimed so that it can be failed with a clear reason. When a throttle has just run
+    # out, one message goes first as a probe and the others wait for its answer (a
+    # best-effort rule: two workers claiming at the same instant may both probe).
+    sending_on_account = OutboxMessage.objects.filter(
+        account=OuterRef("account"), status=Status.SENDING
+    )
     return Q(account__isnull=True) | (
         Q(account__paused_at__isnull=True)
-        & (Q(account__throttled_until__isnull=True) | Q(account__throttled_until__lte=now))
+        & (
+            Q(account__throttled_until__isnull=True)
+            | (Q(account__throttled_until__lte=now) & ~Exists(sending_on_account))
+        )
     )
 
 
@@ -479,6 +487,11 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             outcome = Outcome.THROTTLED if result.throttled else (
                 Outcome.PARTIAL if accepted_now else Outcome.DEFERRED)
         elif accepted:
+            if account is not None and account.throttled_until is not None:
+                # The provider accepted again: back to full speed.
+                SmtpAccount.objects.filter(pk=account.pk, throttled_until__lte=now).update(
+                    throttled_until=None
+                )
             failed_any = any(r.status == RStatus.FAILED for r in rows.values())
             update.update(status=Status.SENT, next_attempt_at=None, sent_at=message.sent_at or now,
                           last_error=last_error if failed_any else "")
