@@ -51,10 +51,20 @@ def account_add(request: HttpRequest) -> HttpResponse:
 @login_required
 def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
+    # Read before the form copies the posted values onto the instance.
+    paused, fingerprint = account.paused_at is not None, account.connection_fingerprint()
     form = AccountForm(request.POST or None, instance=account, owner=request.user)
     if request.method == "POST" and form.is_valid():
         form.save()
-        messages.success(request, f"Account “{account.label}” saved.")
+        if paused and account.connection_fingerprint() != fingerprint:
+            # Fixing the settings is what the pause waits for (a wrong password, an
+            # untrusted certificate): resume, and the waiting mail goes out. If the fix
+            # was not enough, one attempt pauses it again.
+            services.resume_account(request.user, account)
+            messages.success(request, f"Account “{account.label}” saved and resumed: its "
+                             "waiting mail is being sent.")
+        else:
+            messages.success(request, f"Account “{account.label}” saved.")
         return redirect("account", pk=account.pk)
     return render(request, "webui/accounts/form.html", {"form": form, "account": account},
                   status=400 if form.errors else 200)
