@@ -334,10 +334,12 @@ def resume_account(user, account: SmtpAccount) -> SmtpAccount:
     now = timezone.now()
     with transaction.atomic():
         SmtpAccount.objects.filter(pk=account.pk).update(paused_at=None, paused_reason="")
+        # Queued mail that arrived during the pause was never claimed (its wake-up found the
+        # account paused): wake it too, rather than leave it to the lost-wake-up sweep.
         waiting = list(
-            OutboxMessage.objects.filter(account=account, status=Status.DEFERRED).values_list(
-                "pk", flat=True
-            )
+            OutboxMessage.objects.filter(
+                account=account, status__in=[Status.DEFERRED, Status.QUEUED]
+            ).values_list("pk", flat=True)
         )
         OutboxMessage.objects.filter(pk__in=waiting, status=Status.DEFERRED).update(
             next_attempt_at=now, wait_reason=""

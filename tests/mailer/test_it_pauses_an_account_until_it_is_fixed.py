@@ -82,3 +82,18 @@ def test_resume_by_command_of_the_owner_only(owner, stranger, account):
         services.resume_account(stranger, account)
     account.refresh_from_db()
     assert account.paused_at is not None
+
+
+def test_resuming_wakes_the_mail_queued_during_the_pause(owner, account, server,
+                                                         django_capture_on_commit_callbacks):
+    paused = send(owner, account)
+    delivery.deliver(paused.pk)
+    queued_meanwhile = send(owner, account)
+    assert delivery.deliver(queued_meanwhile.pk) is None  # its wake-up found the pause
+
+    with django_capture_on_commit_callbacks() as wake_ups:
+        services.resume_account(owner, account)
+    assert len(wake_ups) == 2  # both, not only the deferred one
+    account.set_secret(PASSWORD)
+    account.save()
+    assert [delivery.deliver(m.pk) for m in (paused, queued_meanwhile)] == ["sent", "sent"]
