@@ -15,6 +15,8 @@ import hashlib
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from webui.views.common import increment
+
 WINDOW_SECONDS = 15 * 60
 MAX_FAILURES_PER_USERNAME = 5
 MAX_FAILURES_PER_ADDRESS = 30
@@ -35,12 +37,7 @@ def is_throttled(request: HttpRequest, username: str) -> bool:
 
 def record_failure(request: HttpRequest, username: str) -> None:
     for key, _limit in _keys(request, username):
-        # add() starts the window; incr() never extends it, so the lock lifts on time.
-        if not cache.add(key, 1, WINDOW_SECONDS):
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add() and incr()
-                cache.add(key, 1, WINDOW_SECONDS)
+        increment(key, WINDOW_SECONDS)
 
 
 def reset(request: HttpRequest, username: str) -> None:

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.test import Client
 
@@ -66,6 +67,15 @@ def add_attempt(message, **fields) -> DeliveryAttempt:
               "finished_at": timezone.now(), "outcome": "failed"}
     values.update(fields)
     return DeliveryAttempt.objects.create(message=message, **values)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    # Counts and sign-in counters live in the cache, keyed by user ids that the next test
+    # reuses: start each test with an empty one.
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

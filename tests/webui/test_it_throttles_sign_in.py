@@ -1,18 +1,8 @@
 """Repeated wrong passwords lock sign-in for that user name for a while (429), with words
 that say what to do; a right password before the limit signs in and resets the count."""
 
-import pytest
-from django.core.cache import cache
-
 from tests.webui.conftest import PASSWORD
 from webui import throttle
-
-
-@pytest.fixture(autouse=True)
-def _clear_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def test_it_locks_a_user_name_after_too_many_failures(client, owner):

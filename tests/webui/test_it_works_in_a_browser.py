@@ -1,13 +1,20 @@
-"""The main path in a real browser: sign in, add an account, test the connection, compose
-with two attachments, send, watch the status reach "sent" without reloading, download the
-.eml; a rejected recipient fails with the reason, a deferred one shows its next attempt."""
+"""The main path in a real browser, against the live server, a real Celery worker and an
+aiosmtpd server with STARTTLS and AUTH: sign in, add an account, test the connection,
+compose with two attachments, send, watch the status reach "sent" without reloading,
+download the .eml; a rejected recipient shows as failed with the reason, a deferred one
+shows its next attempt. Screenshots of the main pages go to test-output/screenshots/."""
 
 from __future__ import annotations
 
+from email import message_from_bytes
+
 import pytest
 
+from mailer import services
+from mailer.models import OutboxMessage, UserPreferences
 from tests.webui.browser import screenshot, sign_in
-from tests.webui.conftest import PASSWORD, make_user
+from tests.webui.conftest import PASSWORD, make_account, make_draft, make_user
+from tests.workers import celery_worker
 
 pytestmark = pytest.mark.browser
 
@@ -16,13 +23,23 @@ SERVER_PASSWORD = "smtp-Pa55word-for-test"
 
 @pytest.fixture
 def smtp(smtp_server_factory):
-    return smtp_server_factory(security="starttls", accounts={"owen": SERVER_PASSWORD})
+    server = smtp_server_factory(security="starttls", accounts={"owen": SERVER_PASSWORD})
+    server.handler.reply_at("rcpt", "550 5.1.1 No such user here", address="nobody@example.org")
+    server.handler.reply_at("rcpt", "451 4.3.0 Greylisted, try later", address="later@example.org")
+    return server
 
 
-def test_it_adds_an_account_and_sends_with_attachments(transactional_db, page, smtp, tmp_path):
-    make_user("owen")
+@pytest.fixture
+def worker(transactional_db):
+    # Beat sweeps every second: a message held for undo becomes due without a wake-up.
+    with celery_worker(beat=True, env={"MAILROOM_SWEEP_SECONDS": "1"}) as running:
+        yield running
+
+
+def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp, worker, tmp_path):
+    owner = make_user("owen")
+    UserPreferences.objects.create(user=owner, hold_seconds=2)
     sign_in(page, "owen", PASSWORD)
-    screenshot(page, "01-home-empty")
 
     page.goto("/accounts/new/")
     page.get_by_label("Name of this account").fill("Work")
@@ -35,24 +52,73 @@ def test_it_adds_an_account_and_sends_with_attachments(transactional_db, page, s
     page.get_by_label("Password or app password").fill(SERVER_PASSWORD)
     page.locator("summary").click()
     page.get_by_label("Extra trusted CA certificate").fill(smtp.ca_pem)
-    screenshot(page, "02-account-form")
+    screenshot(page, "account-form")
     page.get_by_role("button", name="Add account").click()
     page.get_by_role("button", name="Test connection").click()
     assert "It works." in page.locator("#check-result").inner_text()
-    screenshot(page, "03-account-tested")
+    page.locator("#check-result summary").click()
+    transcript = page.locator("#check-result pre").inner_text()
+    assert "STARTTLS" in transcript and "AUTH" in transcript
+    assert SERVER_PASSWORD not in page.content()
+    screenshot(page, "account-tested")
 
-    first, second = tmp_path / "report.txt", tmp_path / "figures.csv"
-    first.write_text("the report\n")
-    second.write_text("a,b\n1,2\n")
+    report, figures = tmp_path / "report.txt", tmp_path / "figures.csv"
+    report.write_text("the report\n")
+    figures.write_text("a,b\n1,2\n")
     page.goto("/compose/")
     page.get_by_label("To", exact=True).fill("alice@example.org, Bob <bob@example.org>")
     page.get_by_label("Subject").fill("Figures for Q3")
     page.get_by_label("Message").fill("Hello,\n\nthe figures are attached.\n")
-    page.set_input_files("#id_attachments", [str(first), str(second)])
+    page.set_input_files("#id_attachments", [str(report), str(figures)])
     page.locator("li[data-attachment]").nth(1).wait_for()
     page.locator("[data-saved-indicator]", has_text="Saved").wait_for()
-    screenshot(page, "04-compose")
+    screenshot(page, "compose")
+
+    page.locator("#id_body_text").focus()
     page.keyboard.press("Control+Enter")
     page.wait_for_url("**/messages/*/")
-    screenshot(page, "05-message-sending")
+    loads = []
+    page.on("load", lambda _page: loads.append(1))
+    screenshot(page, "message-held")
+    page.locator("#message-status", has_text="Sent").wait_for(timeout=20_000)
+    assert not loads, "the page reloaded instead of updating in place"
+    screenshot(page, "message-sent")
+    assert [m.rcpt_tos for m in smtp.messages] == [["alice@example.org", "bob@example.org"]]
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download .eml").click()
+    eml = message_from_bytes(download.value.path().read_bytes())
+    assert [p.get_filename() for p in eml.walk() if p.get_filename()] == ["report.txt", "figures.csv"]
+
+    page.goto("/outbox/")
+    screenshot(page, "outbox")
+    page.goto("/")
+    screenshot(page, "home")
+    assert not page.console_errors, page.console_errors
+
+
+def test_it_shows_a_rejected_and_a_deferred_recipient(page, smtp, worker):
+    owner = make_user("owen")
+    account = make_account(owner, host=smtp.host, port=smtp.port, username="owen",
+                           ca_certificate=smtp.ca_pem, is_default=True)
+    account.set_secret(SERVER_PASSWORD)
+    account.save()
+    draft = make_draft(owner, account, subject="Mixed luck",
+                       to="alice@example.org, nobody@example.org, later@example.org")
+    message = services.send_draft(owner, draft, hold_seconds=0)
+    sign_in(page, "owen", PASSWORD)
+    page.goto(f"/messages/{message.pk}/")
+
+    nobody = page.locator('tr[data-recipient="nobody@example.org"]')
+    nobody.locator(".badge-failed").wait_for(timeout=20_000)
+    assert "No such user here" in nobody.inner_text()
+    later = page.locator('tr[data-recipient="later@example.org"]')
+    later.locator(".badge-deferred").wait_for(timeout=20_000)
+    assert "Greylisted" in later.inner_text()
+    page.locator("#message-status", has_text="Deferred").wait_for()
+    assert "Next attempt" in page.locator("#live").inner_text()
+    message.refresh_from_db()
+    assert message.status == OutboxMessage.Status.DEFERRED and message.next_attempt_at
+    page.locator(".timeline details summary").first.click()
+    screenshot(page, "message-partly-failed")
     assert not page.console_errors, page.console_errors

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from django import template
+from django.urls import reverse
 from django.utils.html import format_html
 
 from mailer import services
@@ -35,3 +38,14 @@ def explain(code, enhanced, text, error_class=None) -> str:
     """The plain-words reason for a server reply, followed by the server's own words
     (``mailer.services.explain``)."""
     return services.explain(code or None, enhanced or None, text or None, error_class or None)
+
+
+@cache
+def _message_prefix() -> str:
+    return reverse("message", args=[0])[: -len("0/")]
+
+
+@register.filter
+def message_url(pk) -> str:
+    """``/messages/<pk>/`` without a ``reverse()`` per row (the history shows 50 rows)."""
+    return f"{_message_prefix()}{int(pk)}/"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest
 
@@ -30,3 +31,13 @@ def run_service(request: HttpRequest, action: Callable[..., Any], *args: Any, **
 
 def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
+
+
+def increment(key: str, timeout: float | None) -> None:
+    """Add one to a cache counter, starting it at 1 (``timeout`` runs from the start and is
+    never extended, so a window ends on time)."""
+    if not cache.add(key, 1, timeout):
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add() and incr()
+            cache.add(key, 1, timeout)

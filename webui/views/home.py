@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from mailer.models import Draft, OutboxMessage, SmtpAccount
 from webui.forms import ComposeForm
-from webui.views.outbox import TABS
+from webui.views.outbox import TABS, tab_counts
 
 S = OutboxMessage.Status
 RECENT_FAILURES = 8
@@ -18,12 +17,8 @@ RECENT_FAILURES = 8
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     mine = OutboxMessage.objects.filter(owner=request.user)
-    by_status = dict(mine.order_by().values_list("status").annotate(n=Count("pk")))
-    counts = [
-        (key, label, sum(by_status.get(s, 0) for s in statuses) if statuses
-         else sum(by_status.values()))
-        for key, label, statuses in TABS
-    ]
+    counts = tab_counts(request.user, mine)
+    counts = [(key, label, counts[key]) for key, label, _statuses in TABS]
     failures = (
         mine.filter(status__in=[S.FAILED, S.UNKNOWN, S.DEFERRED])
         .select_related("account").order_by("-last_attempt_at", "-id")[:RECENT_FAILURES]

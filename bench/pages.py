@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Benchmark of the web UI's heavy pages with 100,000 messages × 3 recipients.
+
+    .venv/bin/python bench/pages.py                 # SQLite (the embedded default)
+    .venv/bin/python bench/pages.py --postgres      # PostgreSQL on 127.0.0.1 (its own DB)
+    .venv/bin/python bench/pages.py --messages 20000 --runs 10   # a quicker run
+
+It fills a fresh database (bulk_create), signs a user in with Django's test Client, and for
+each page prints the median server time per request (the whole request in-process:
+middleware, views, queries, templates), the query count (CaptureQueriesContext), and the
+ratio against Django's bare login page measured in the same run. Targets: the same number
+of queries whatever the page size, and every page under 10× the login page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TARGET_RATIO = 10.0
+STATUS_MIX = [  # (status, share of messages)
+    ("sent", 0.80), ("failed", 0.07), ("deferred", 0.04), ("queued", 0.03),
+    ("cancelled", 0.03), ("scheduled", 0.02), ("unknown", 0.01),
+]
+
+
+def _configure(postgres: bool) -> None:
+    os.environ["MAILROOM_DATA_DIR"] = tempfile.mkdtemp(prefix="mailroom-bench-pages-")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    if postgres:
+        name = f"mailroom_bench_pages_{os.getpid()}"
+        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
+    else:
+        os.environ.pop("DATABASE_URL", None)
+    import django
+
+    django.setup()
+
+
+def _create_database(postgres: bool) -> None:
+    if not postgres:
+        return
+    import psycopg
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+
+
+def _drop_database(postgres: bool) -> None:
+    if not postgres:
+        return
+    import psycopg
+    from django.db import connections
+
+    name = connections["default"].settings_dict["NAME"]
+    connections.close_all()
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fill(n_messages: int):
+    """One user, two accounts, ``n_messages`` messages over a year, 3 recipients each."""
+    import uuid
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
+
+    user = get_user_model().objects.create_user("bench", "bench@example.com", "bench-pass")
+    accounts = [
+        SmtpAccount.objects.create(owner=user, label=label, from_address=f"bench@{label}.example",
+                                   host="127.0.0.1", port=2525, is_default=i == 0)
+        for i, label in enumerate(("work", "home"))
+    ]
+    eml = default_storage.save("outbox/bench.eml", ContentFile(
+        b"From: bench@work.example\r\nTo: a@example.org\r\nSubject: Bench\r\n"
+        b"Message-ID: <bench@work.example>\r\n\r\nHello.\r\n"))
+    now = timezone.now()
+    statuses = [s for s, share in STATUS_MIX for _ in range(round(share * 100))]
+    # created_at is auto_now_add, which would stamp every row "now": spread them over time
+    # instead so that the date filter selects a realistic share.
+    OutboxMessage._meta.get_field("created_at").auto_now_add = False
+    started = time.perf_counter()
+    batch = 5000
+    for first in range(0, n_messages, batch):
+        rows = []
+        for i in range(first, min(first + batch, n_messages)):
+            addresses = [f"user{(i * 3 + k) % 7919}@example{(i + k) % 97}.org" for k in range(3)]
+            rows.append(OutboxMessage(
+                owner=user, account=accounts[i % 2], status=statuses[i % len(statuses)],
+                eml=eml, size=1200, envelope_from="bench@work.example",
+                message_id=f"<{i}.bench@work.example>", subject=f"Report {i} for week {i % 52}",
+                to_display=", ".join(addresses),
+                created_at=now - timedelta(seconds=(n_messages - i) * 300),
+            ))
+        created = OutboxMessage.objects.bulk_create(rows)
+        Recipient.objects.bulk_create(
+            Recipient(message=m, address=a, kind="to",
+                      status="accepted" if m.status == "sent" else "pending")
+            for m in created for a in m.to_display.split(", ")
+        )
+    fill_seconds = time.perf_counter() - started
+    OutboxMessage._meta.get_field("created_at").auto_now_add = True
+    target = OutboxMessage.objects.filter(owner=user).order_by("-id").first()
+    for _ in range(3):
+        DeliveryAttempt.objects.create(
+            message=target, attempt_id=uuid.uuid4(), started_at=now, finished_at=now,
+            outcome="deferred", reply_code=451, reply_enhanced="4.3.0", reply_text="Try later",
+            transcript="S: 220 bench\nC: EHLO bench\nS: 250 ok\n" * 20,
+        )
+    return user, accounts, target, fill_seconds
+
+
+def _measure(client, url: str, runs: int, *, cold: bool = False) -> tuple[float, int, int]:
+    """Median milliseconds, queries of one request, response size. ``cold``: empty the
+    cache (the history's cached tab counts) before every request, outside the timing."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):  # warm-up: caches, template loading, query plans
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    if cold:
+        cache.clear()
+    with CaptureQueriesContext(connection) as captured:
+        client.get(url)
+    queries = len(captured)  # now: the next request clears the connection's query log
+    times = []
+    for _ in range(runs):
+        if cold:
+            cache.clear()
+        started = time.perf_counter()
+        response = client.get(url)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000, queries, len(response.content)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL on 127.0.0.1:5432")
+    args = parser.parse_args()
+
+    _configure(args.postgres)
+    _create_database(args.postgres)
+    try:
+        return _run(args)
+    finally:
+        _drop_database(args.postgres)
+
+
+def _run(args) -> int:
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.utils import timezone
+
+    import webui.views.outbox as outbox_views
+
+    # The test Client's host. (Not setup_test_environment(): it instruments every template
+    # render for test assertions, which would be measured too.)
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    call_command("migrate", verbosity=0)
+    user, accounts, target, fill_seconds = _fill(args.messages)
+    print(f"database: {connection.vendor}; {args.messages:,} messages × 3 recipients "
+          f"filled in {fill_seconds:.1f} s; median of {args.runs} requests each")
+
+    anonymous = Client()
+    client = Client()
+    client.force_login(user)
+    baseline_ms, baseline_q, _ = _measure(anonymous, "/login/", args.runs)
+    print(f"  {'Django login page (baseline)':<44} {baseline_ms:7.2f} ms  {baseline_q:2d} queries")
+
+    since = (timezone.localdate() - timezone.timedelta(days=30)).isoformat()
+    pages = [
+        ("history, first page", "/outbox/"),
+        ("history, page 40", "/outbox/?page=40"),
+        ("history, filtered (failed, one account)", f"/outbox/?tab=failed&account={accounts[0].pk}"),
+        ("history, filtered by date (30 days)", f"/outbox/?date_from={since}"),
+        ("history, search a recipient", "/outbox/?q=user4242@"),
+        ("history, search a subject", "/outbox/?q=Report+99999"),
+        ("message page", f"/messages/{target.pk}/"),
+        ("message page, live status (htmx poll)", f"/messages/{target.pk}/status/"),
+    ]
+    worst = 0.0
+    print("  (warm: tab counts cached, as within 10 s of the previous request;"
+          " cold: counted afresh)")
+    for label, url in pages:
+        ms, queries, _size = _measure(client, url, args.runs)
+        ratio = ms / baseline_ms
+        worst = max(worst, ratio)
+        line = f"  {label:<44} {ms:7.2f} ms  {queries:2d} queries  ratio {ratio:5.2f}×"
+        if url.startswith("/outbox/"):
+            cold_ms, cold_q, _ = _measure(client, url, args.runs, cold=True)
+            line += (f"   cold {cold_ms:7.2f} ms  {cold_q:2d} queries  "
+                     f"ratio {cold_ms / baseline_ms:5.2f}×")
+        print(line)
+
+    counts = {}
+    for size in (10, 50, 200):
+        outbox_views.PAGE_SIZE = size
+        counts[size] = _measure(client, "/outbox/", 3, cold=True)[1]
+    outbox_views.PAGE_SIZE = 50
+    constant = len(set(counts.values())) == 1
+    print("  queries by page size: " + ", ".join(f"{k} rows → {v}" for k, v in counts.items())
+          + (" (constant)" if constant else " (NOT constant)"))
+    ok = constant and worst < TARGET_RATIO
+    print(f"worst ratio {worst:.2f}× (target < {TARGET_RATIO:.0f}×): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
