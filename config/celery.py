@@ -24,3 +24,9 @@ def _schedule_sweep(sender, **kwargs) -> None:
     sender.add_periodic_task(
         settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"), name="mailroom-sweep"
     )
+    # Held mail (undo window, send later) is released within a couple of seconds of its
+    # time by a cheaper, more frequent look at the scheduled rows only.
+    sender.add_periodic_task(
+        settings.MAILROOM_RELEASE_SECONDS, sender.signature("mailer.tasks.release_holds"),
+        name="mailroom-release-holds",
+    )

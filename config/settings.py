@@ -242,12 +242,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 MAILROOM_SWEEP_SECONDS = env.float("MAILROOM_SWEEP_SECONDS", default=30.0)
+MAILROOM_RELEASE_SECONDS = env.float("MAILROOM_RELEASE_SECONDS", default=2.0)
 
 # Redis for cross-worker counters (rate limits, quotas); empty = use the database.
 MAILROOM_REDIS_URL = env.str(
     "MAILROOM_REDIS_URL",
     default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
 )
+# Prefix of Mailroom's keys there (several instances may share one Redis).
+MAILROOM_REDIS_PREFIX = env.str("MAILROOM_REDIS_PREFIX", default="mailroom")
 
 # --- Delivery policy ------------------------------------------------------------------
 MAILROOM_MAX_MESSAGE_AGE_SECONDS = env.int("MAILROOM_MAX_MESSAGE_AGE_SECONDS", default=5 * 86400)
@@ -257,6 +260,10 @@ MAILROOM_LEASE_SECONDS = env.int("MAILROOM_LEASE_SECONDS", default=300)
 MAILROOM_CONNECTION_IDLE_SECONDS = env.float("MAILROOM_CONNECTION_IDLE_SECONDS", default=30.0)
 MAILROOM_DEFAULT_HOLD_SECONDS = env.int("MAILROOM_DEFAULT_HOLD_SECONDS", default=10)
 MAILROOM_RETRY_UNKNOWN = env.bool("MAILROOM_RETRY_UNKNOWN", default=False)
+# A provider that says "slow down" (4.7.x, 421, 454): the first spacing of the account's
+# attempts, doubled at each further throttle within the window (mailer.policy).
+MAILROOM_THROTTLE_SECONDS = env.int("MAILROOM_THROTTLE_SECONDS", default=60)
+MAILROOM_THROTTLE_WINDOW_SECONDS = env.int("MAILROOM_THROTTLE_WINDOW_SECONDS", default=3600)
 
 LOGGING = {
     "version": 1,

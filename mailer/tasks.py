@@ -25,6 +25,11 @@ def sweep() -> int:
     return len(delivery.sweep().enqueued)
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def release_holds() -> int:
+    return len(delivery.release_holds())
+
+
 @worker_process_shutdown.connect
 def _close_connections(**kwargs) -> None:
     delivery.connections.close_all()

@@ -84,3 +84,21 @@ def test_only_the_owner_can_undo(owner, stranger, account):
     with pytest.raises(services.NotFound):
         services.undo_send(stranger, msg)
     assert OutboxMessage.objects.get(pk=msg.pk).status == "scheduled"
+
+
+def test_a_short_wake_up_releases_the_hold_without_a_full_sweep(owner, account, server):
+    msg = services.send_draft(owner, make_draft(owner, account), hold_seconds=3)
+    assert delivery.release_holds(enqueue=lambda pk: None) == []
+    with time_machine.travel(timezone.now() + timedelta(seconds=4), tick=True):
+        woken = []
+        assert delivery.release_holds(enqueue=woken.append) == [msg.pk] == woken
+        assert OutboxMessage.objects.get(pk=msg.pk).status == "queued"
+        assert delivery.deliver(msg.pk) == "sent"
+
+
+def test_beat_runs_the_short_wake_up(settings):
+    from config.celery import app
+
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule["mailer.tasks.release_holds"] == settings.MAILROOM_RELEASE_SECONDS
+    assert settings.MAILROOM_RELEASE_SECONDS < settings.MAILROOM_SWEEP_SECONDS
