@@ -34,9 +34,13 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import os
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +52,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 HOST = "127.0.0.1"
+SMTP_SINK = "/usr/sbin/smtp-sink"
 PHASES = ("auth", "mail", "rcpt", "data", "after-data")
 
 __all__ = [
@@ -59,6 +64,7 @@ __all__ = [
     "ScriptedConnection",
     "ScriptedServer",
     "TLSCertificates",
+    "SMTP_SINK",
     "free_port",
     "make_certificates",
     "start_smtp_server",
@@ -517,7 +523,8 @@ class ScriptedConnection:
         except (ConnectionError, TimeoutError, ssl.SSLError):
             chunk = b""
         self.reads += 1
-        self.received += chunk
+        if self.server.record:
+            self.received += chunk
         self.buffer += chunk
         return chunk
 
@@ -570,8 +577,10 @@ class ScriptedServer:
         *,
         tls_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        record: bool = True,
     ) -> None:
         self.session = session
+        self.record = record  # keep every received byte in ``conn.received``
         self.tls_context = tls_context  # implicit TLS when set
         self.timeout = timeout
         self.host = HOST
@@ -625,6 +634,10 @@ class ScriptedServer:
         self._stopping.set()
         self._listener.close()
         for conn in self.connections:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a session blocked in recv
+            except OSError:
+                pass
             conn.close()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -658,6 +671,7 @@ class MiniMessage:
     mail_params: str
     content: bytes
     via: str  # "DATA" or "BDAT"
+    size: int = 0
 
 
 @dataclass
@@ -683,6 +697,7 @@ class MiniSMTP:
     greeting: str = "220 mini.test ESMTP"
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     after_data: str | None = "250 2.0.0 Ok: queued"  # None: never answer after the data
+    keep_content: bool = True  # False: count the bytes only (memory tests)
     messages: list[MiniMessage] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     round_trips: int = 0
@@ -703,7 +718,7 @@ class MiniSMTP:
 
         conn.reply(self.greeting)
         mail_from, rcpts, params = None, [], ""
-        bdat = bytearray()
+        bdat, bdat_size = bytearray(), 0
         while True:
             raw = next_line()
             if not raw:
@@ -722,7 +737,7 @@ class MiniSMTP:
                 out.append("250 mini.test")
             elif verb == "MAIL":
                 addr, _, params = line[10:].partition(">")
-                mail_from, rcpts, bdat = addr.lstrip("<"), [], bytearray()
+                mail_from, rcpts, bdat, bdat_size = addr.lstrip("<"), [], bytearray(), 0
                 out.append("250 2.1.0 Ok")
             elif verb == "RCPT":
                 addr = line[8:].split(">")[0].lstrip("<")
@@ -735,25 +750,33 @@ class MiniSMTP:
                     out.append("554 5.5.1 No valid recipients")
                     continue
                 out.append("354 End data with <CR><LF>.<CR><LF>")
-                lines = []
+                lines, size = [], 0
                 while True:
                     data_line = next_line()
                     if not data_line:
                         return
                     if data_line == b".\r\n":
                         break
-                    lines.append(data_line[1:] if data_line.startswith(b".") else data_line)
-                self._finish(conn, out, mail_from, rcpts, params, b"".join(lines), "DATA")
+                    data_line = data_line[1:] if data_line.startswith(b".") else data_line
+                    size += len(data_line)
+                    if self.keep_content:
+                        lines.append(data_line)
+                content = b"".join(lines)
+                self._finish(conn, out, mail_from, rcpts, params, content, size, "DATA")
             elif verb == "BDAT":
                 parts = line.split()
                 size = int(parts[1])
                 chunk = conn.read_exact(size)
-                bdat += chunk
+                bdat_size += len(chunk)
+                if self.keep_content:
+                    bdat += chunk
                 last = len(parts) > 2 and parts[2].upper() == "LAST"
                 if not rcpts:
                     out.append("554 5.5.1 No valid recipients")
                 elif last:
-                    self._finish(conn, out, mail_from, rcpts, params, bytes(bdat), "BDAT")
+                    self._finish(
+                        conn, out, mail_from, rcpts, params, bytes(bdat), bdat_size, "BDAT"
+                    )
                 else:
                     out.append(f"250 2.0.0 {size} octets received")
             elif verb == "RSET":
@@ -768,8 +791,49 @@ class MiniSMTP:
             else:
                 out.append("502 5.5.2 Command not recognised")
 
-    def _finish(self, conn, out, mail_from, rcpts, params, content, via) -> None:
-        self.messages.append(
-            MiniMessage(mail_from or "", list(rcpts), params.strip(), content, via)
-        )
+    def _finish(self, conn, out, mail_from, rcpts, params, content, size, via) -> None:
+        message = MiniMessage(mail_from or "", list(rcpts), params.strip(), content, via, size)
+        self.messages.append(message)
+        if self.after_data is None:
+            out.clear()
+            conn.sock.settimeout(None)
+            conn.readline()  # wait, silent, until the client gives up
+            raise ConnectionError("client gave up")
         out.append(self.after_data)
+
+
+# ---------------------------------------------------------------------- Postfix smtp-sink
+
+
+@dataclass
+class SinkServer:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SinkServer]:
+    """Postfix's ``smtp-sink`` (fast, C, PIPELINING, no CHUNKING in Postfix 3.7) on a free
+    port. Skips locally, fails in CI (REQUIRE_SERVICES=1) when it is not installed."""
+    from tests.conftest import require_service
+
+    require_service(os.access(SMTP_SINK, os.X_OK) or bool(shutil.which("smtp-sink")), "smtp-sink")
+    port = free_port()
+    args = [SMTP_SINK if os.access(SMTP_SINK, os.X_OK) else "smtp-sink"]
+    if os.geteuid() == 0:
+        args += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
+    process = subprocess.Popen([*args, f"{HOST}:{port}", "64"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"smtp-sink did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            time.sleep(0.05)
+    yield SinkServer(HOST, port, process)
+    process.terminate()
+    process.wait(timeout=5)

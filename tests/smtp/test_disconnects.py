@@ -74,10 +74,13 @@ def test_it_reports_a_drop_after_the_end_of_data_as_outcome_unknown(
 def test_it_reports_silence_after_the_end_of_data_as_outcome_unknown(scripted_server_factory):
     session = MiniSMTP(extensions=("PIPELINING",), after_data=None)
     server = scripted_server_factory(session)
-    client = SMTPClient(server.host, server.port, security="none", command_timeout=0.5)
+    client = SMTPClient(
+        server.host, server.port, security="none", command_timeout=0.5, data_timeout=0.5
+    )
     client.connect()
-    with pytest.raises(errors.SMTPOutcomeUnknown):
+    with pytest.raises(errors.SMTPOutcomeUnknown) as caught:
         client.send("a@example.org", ["b@example.org"], MSG)
+    assert isinstance(caught.value.__cause__, errors.SMTPTimeoutError)
     assert not client.is_connected
     assert session.messages[0].content == MSG
 
