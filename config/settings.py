@@ -202,17 +202,21 @@ if PRODUCTION:
 
 from csp.constants import NONE, SELF  # noqa: E402
 
+# No inline script or style anywhere (the JS is webui/static/webui/app.js, htmx comes from
+# django-htmx's static files); frames only for the message's own sandboxed HTML view, which
+# sets a stricter policy of its own (webui.views.outbox.message_html).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
         "frame-src": [SELF],
         "object-src": [NONE],
         "base-uri": [NONE],
         "form-action": [SELF],
-        "frame-ancestors": [SELF],
+        "frame-ancestors": [NONE],
     }
 }
 
