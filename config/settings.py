@@ -233,6 +233,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # kombu's broadcast/pidbox exchange files; the default is ./control in the cwd.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the folder; its default of 1 s between polls limits each worker
+        # process to about one message a second on the embedded default.
+        "polling_interval": 0.1,
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
