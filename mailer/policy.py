@@ -262,6 +262,12 @@ RULES: tuple[Rule, ...] = (
     Rule("538", Action.PAUSE_ACCOUNT,
          _NEEDS_TLS,
          codes=(538,)),
+    # RFC 4954: 530 "authentication required" (also "must issue STARTTLS first"): every
+    # message from this account would get it, so it is the account that needs fixing.
+    Rule("530", Action.PAUSE_ACCOUNT,
+         "The server requires a login (or encryption) before it takes mail. Set the account's "
+         "username and password, and choose STARTTLS or TLS. " + _RESUME,
+         codes=(530,)),
     Rule("421/454", Action.THROTTLE_ACCOUNT,
          "The server is busy or limiting this account (too many messages or connections). "
          "Mailroom spaces out this account's next attempts and tries again later.",

@@ -83,13 +83,19 @@ def test_it_maps_each_reply_to_its_action(phase, line, action, rule):
 
 
 def test_it_reads_the_enhanced_code_before_the_basic_code():
-    # 550 alone at MAIL would fail the message; "4.7.x" is never a 5xx, but 5.3.4 on a 554
-    # and 5.7.8 on a 530 are decided by the enhanced code.
+    # 554 alone would fail the message; 5.3.4 on a 554 says it is the size, 5.7.8 on a 550
+    # says it is the login.
     assert policy.classify("data", 554, "5.3.4", "Message too big").action is Action.TOO_BIG
-    assert policy.classify("auth", 530, "5.7.8", "Bad login").action is Action.PAUSE_ACCOUNT
-    assert policy.classify("mail", 530, None, "Authentication required").action is (
-        Action.FAIL_MESSAGE
-    )
+    assert policy.classify("data", 554, "5.6.0", "Rejected").action is Action.FAIL_MESSAGE
+    assert policy.classify("mail", 550, "5.7.8", "Bad login").rule == "5.7.8"
+
+
+def test_authentication_required_pauses_the_account():
+    for text in ("5.7.0 Authentication required", "5.7.0 Must issue a STARTTLS command first",
+                 "5.7.57 Client not authenticated to send mail"):
+        r = reply(f"530 {text}")
+        decision = policy.classify("mail", r.code, r.enhanced, r.text)
+        assert (decision.action, decision.rule) == (Action.PAUSE_ACCOUNT, "530")
 
 
 @pytest.mark.parametrize(
