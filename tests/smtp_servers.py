@@ -750,18 +750,14 @@ class MiniSMTP:
                     out.append("554 5.5.1 No valid recipients")
                     continue
                 out.append("354 End data with <CR><LF>.<CR><LF>")
-                lines, size = [], 0
-                while True:
-                    data_line = next_line()
-                    if not data_line:
-                        return
-                    if data_line == b".\r\n":
-                        break
-                    data_line = data_line[1:] if data_line.startswith(b".") else data_line
-                    size += len(data_line)
-                    if self.keep_content:
-                        lines.append(data_line)
-                content = b"".join(lines)
+                flush()
+                if self.keep_content:
+                    content = self._read_data_lines(conn)
+                    size = len(content)
+                else:
+                    content, size = b"", self._skip_data(conn)
+                if size < 0:
+                    return
                 self._finish(conn, out, mail_from, rcpts, params, content, size, "DATA")
             elif verb == "BDAT":
                 parts = line.split()
@@ -790,6 +786,36 @@ class MiniSMTP:
                 return
             else:
                 out.append("502 5.5.2 Command not recognised")
+
+    @staticmethod
+    def _read_data_lines(conn: ScriptedConnection) -> bytes:
+        """DATA content, dot-unstuffed (RFC 5321 section 4.5.2)."""
+        lines = []
+        while True:
+            line = conn.readline()
+            if not line:
+                raise ConnectionError("closed during DATA")
+            if line == b".\r\n":
+                return b"".join(lines)
+            lines.append(line[1:] if line.startswith(b".") else line)
+
+    @staticmethod
+    def _skip_data(conn: ScriptedConnection) -> int:
+        """Discard DATA content quickly (no per-line work); return its size on the wire."""
+        size, start = 0, b"\r\n"  # the DATA line's CRLF precedes the content
+        while True:
+            window = start + bytes(conn.buffer)
+            end = window.find(b"\r\n.\r\n")
+            if end >= 0:
+                size += end
+                del conn.buffer[: end + 5 - len(start)]
+                return size
+            keep = min(4, len(window))
+            size += len(window) - keep
+            start = window[len(window) - keep :]
+            conn.buffer.clear()
+            if not conn.recv_some():
+                return -1
 
     def _finish(self, conn, out, mail_from, rcpts, params, content, size, via) -> None:
         message = MiniMessage(mail_from or "", list(rcpts), params.strip(), content, via, size)

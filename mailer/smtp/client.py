@@ -17,7 +17,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import BinaryIO
 
@@ -148,6 +147,46 @@ class _Reader:
             buf += chunk
 
 
+class _IOGuard:
+    """The context manager behind ``SMTPClient._io`` (a class, not ``@contextmanager``:
+    it is entered several times per message and a generator costs several times more)."""
+
+    __slots__ = ("client", "phase")
+
+    def __init__(self, client: SMTPClient, phase: str) -> None:
+        self.client = client
+        self.phase = phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        client, phase = self.client, self.phase
+        if isinstance(exc, SMTPServerDisconnected | SMTPProtocolError):
+            client.close()
+            return  # re-raised as it is
+        if isinstance(exc, TimeoutError):
+            client.close()
+            raise client._timeout(phase) from exc
+        if isinstance(exc, ssl.SSLError):
+            client.close()
+            raise SMTPServerDisconnected(
+                f"The TLS connection to the server failed ({exc.reason or exc}).", phase=phase
+            ) from exc
+        if isinstance(exc, OSError):
+            client.close()
+            raise SMTPServerDisconnected(
+                f"The server closed the connection ({exc.strerror or exc}).", phase=phase
+            ) from exc
+
+
 class SMTPClient:
     """A synchronous ESMTP client that can be kept open across many messages.
 
@@ -211,6 +250,7 @@ class SMTPClient:
         self.auth_mechanism_used: str | None = None
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None
+        self._current_timeout: float | None = None
         self._tls = False
         self._connected = False
 
@@ -399,8 +439,8 @@ class SMTPClient:
         """Say QUIT and close; never raises, even if the server has already gone."""
         if self._sock is not None:
             try:
-                self._sock.settimeout(min(self.command_timeout, 5.0))
-                self._command("QUIT", "mail")
+                self._write_lines(["QUIT"], "mail")
+                self._read("mail", timeout=min(self.command_timeout, 5.0))
             except (SMTPError, OSError):
                 pass
         self.close()
@@ -472,11 +512,11 @@ class SMTPClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._reader = _Reader(sock)
+        self._current_timeout = self.connect_timeout
         if self.security is Security.TLS:
             assert ctx is not None
             self._handshake(ctx, "connect")
-        sock = self._sock
-        sock.settimeout(self.command_timeout)
+        self._set_timeout(self.command_timeout)
 
     def _handshake(self, ctx: ssl.SSLContext, phase: str) -> None:
         assert self._sock is not None
@@ -505,6 +545,7 @@ class SMTPClient:
             ) from exc
         self._sock = tls
         self._reader = _Reader(tls)
+        self._current_timeout = tls.gettimeout()
         self._tls = True
 
     def _ehlo(self) -> Capabilities:
@@ -544,8 +585,6 @@ class SMTPClient:
         if dropped:
             self._note(f"[discarded {dropped} bytes sent in plaintext before the TLS handshake]")
         self._handshake(self._ssl_context(), "starttls")
-        assert self._sock is not None
-        self._sock.settimeout(self.command_timeout)
         # RFC 3207 section 4.2: forget everything learned before TLS and ask again.
         self.capabilities = None
         return self._ehlo()
@@ -640,7 +679,7 @@ class SMTPClient:
             except OSError:
                 chunk = b""
             finally:
-                sock.settimeout(self.command_timeout)
+                sock.settimeout(self._current_timeout)
             if not chunk:
                 self.close()
                 raise SMTPServerDisconnected(
@@ -800,10 +839,9 @@ class SMTPClient:
         self._write_lines(commands, "mail", log=log, extra=final_write)
         # The end of the data is already out: a lost connection from here on leaves the
         # outcome unknown.
-        deadline = time.monotonic() + self.data_timeout
         replies = []
         for phase in [*phases, "after-data"]:
-            reply = self._read_final(deadline)
+            reply = self._read_final()
             replies.append(reply if phase == "after-data" else self._closing_check(reply, phase))
         return replies
 
@@ -857,8 +895,8 @@ class SMTPClient:
         self._log(f"<{encoder.size} bytes of message data>")
         self._log(".")
         self._end_of_data()
-        self._write_data(b"".join(pending), deadline, final=True)
-        return self._read_final(deadline)
+        self._write_data(b"".join(pending), deadline)
+        return self._read_final()
 
     def _stream_bdat(
         self,
@@ -872,38 +910,36 @@ class SMTPClient:
         chunk = first
         unread = 0
         for raw in blocks:
+            # A full chunk goes out only once more input exists: the last one must be LAST.
+            if len(chunk) >= BLOCK_SIZE:
+                self._log(f"BDAT {len(chunk)}")
+                self._write_data(b"BDAT %d\r\n" % len(chunk) + chunk, deadline)
+                chunk = b""
+                unread += 1
+                if not pipelining or unread >= _MAX_UNREAD_BDAT:
+                    reply = self._read_bdat_replies(unread)
+                    unread = 0
+                    if reply is not None:
+                        return reply
             chunk += encoder.feed(raw)
-            if len(chunk) < BLOCK_SIZE:
-                continue
-            self._log(f"BDAT {len(chunk)}")
-            self._write_data(b"BDAT %d\r\n" % len(chunk) + chunk, deadline)
-            chunk = b""
-            unread += 1
-            if not pipelining or unread >= _MAX_UNREAD_BDAT:
-                reply = self._read_bdat_replies(unread, deadline)
-                unread = 0
-                if reply is not None:
-                    return reply
         chunk += encoder.finish()
         self._log(f"BDAT {len(chunk)} LAST")
         self._log(f"<{encoder.size} bytes of message data>")
         self._end_of_data()
-        self._write_data(b"BDAT %d LAST\r\n" % len(chunk) + chunk, deadline, final=True)
-        failed = self._read_bdat_replies(unread, deadline, after_end=True)
+        self._write_data(b"BDAT %d LAST\r\n" % len(chunk) + chunk, deadline)
+        failed = self._read_bdat_replies(unread, after_end=True)
         if failed is not None and not self.is_connected:
             return failed
-        final = self._read_final(deadline)
+        final = self._read_final()
         return failed if failed is not None else final
 
-    def _read_bdat_replies(
-        self, count: int, deadline: float, *, after_end: bool = False
-    ) -> Reply | None:
+    def _read_bdat_replies(self, count: int, *, after_end: bool = False) -> Reply | None:
         """Read ``count`` intermediate BDAT replies; return the first failure, if any."""
         failed = None
         for _ in range(count):
             if failed is not None and not self.is_connected:
                 break
-            reply = self._read_final(deadline) if after_end else self._read_data("data", deadline)
+            reply = self._read_final() if after_end else self._read("data")
             if failed is None and not (200 <= reply.code < 300):
                 failed = reply
         return failed
@@ -912,13 +948,12 @@ class SMTPClient:
         if self.end_of_data_hook is not None:
             self.end_of_data_hook()
 
-    def _read_final(self, deadline: float) -> Reply:
+    def _read_final(self) -> Reply:
         """Read a reply after the end of the data: a lost connection now means the server
         may or may not have taken the message, which must never look like a plain failure."""
         try:
-            return self._read_data(
-                "after-data", max(deadline, time.monotonic() + self.command_timeout)
-            )
+            # RFC 5321 section 4.5.3.2.6: servers may take minutes to accept the data.
+            return self._read("after-data", timeout=max(self.data_timeout, self.command_timeout))
         except (SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError) as exc:
             self.close()
             if exc.reply is not None:
@@ -930,25 +965,24 @@ class SMTPClient:
                 reply=exc.reply,
             ) from exc
 
-    def _read_data(self, phase: str, deadline: float) -> Reply:
+    def _write_data(self, data: bytes, deadline: float) -> None:
+        """Write message data: each write within the command timeout, all of them within
+        the data timeout. A failed write means the end of the data never left the client,
+        so it is still a definite failure (phase ``data``)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout("data")
         assert self._sock is not None
-        self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        try:
-            return self._read(phase)
-        finally:
-            if self._sock is not None:
-                self._sock.settimeout(self.command_timeout)
+        self._set_timeout(min(self.command_timeout, remaining))
+        with self._io("data"):
+            self._sock.sendall(data)
 
-    def _write_data(self, data: bytes, deadline: float, *, final: bool = False) -> None:
-        # A failed write means the end of the data never left: still a definite failure.
-        phase = "data"
-        sock = self._sock
-        assert sock is not None
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        with self._io(phase):
-            sock.sendall(data)
-        if final:
-            sock.settimeout(self.command_timeout)
+    def _set_timeout(self, timeout: float) -> None:
+        # settimeout() costs a system call; messages on a kept connection repeat the same
+        # values, so only change it when it differs.
+        if timeout != self._current_timeout and self._sock is not None:
+            self._sock.settimeout(timeout)
+            self._current_timeout = timeout
 
     def _data_error(self, reply: Reply, result: SendResult, phase: str) -> SMTPDataError:
         if reply.code == SMTPStatus.MESSAGE_TOO_LARGE or reply.enhanced == "5.3.4":
@@ -1008,9 +1042,10 @@ class SMTPClient:
         with self._io(phase):
             self._sock.sendall(data)
 
-    def _read(self, phase: str) -> Reply:
+    def _read(self, phase: str, *, timeout: float | None = None) -> Reply:
         if self._reader is None:
             raise SMTPServerDisconnected("Not connected to the server.", phase=phase)
+        self._set_timeout(self.command_timeout if timeout is None else timeout)
         with self._io(phase):
             reply = read_reply(self._reader.readline, phase=phase)
         self._log_reply(reply)
@@ -1019,28 +1054,10 @@ class SMTPClient:
             self.close()
         return reply
 
-    @contextmanager
-    def _io(self, phase: str) -> Iterator[None]:
+    def _io(self, phase: str) -> _IOGuard:
         """Map socket failures to SMTP errors. Any of them leaves the reply stream out of
         step, so the connection is closed and never reused."""
-        try:
-            yield
-        except (SMTPServerDisconnected, SMTPProtocolError):
-            self.close()
-            raise
-        except TimeoutError as exc:
-            self.close()
-            raise self._timeout(phase) from exc
-        except ssl.SSLError as exc:
-            self.close()
-            raise SMTPServerDisconnected(
-                f"The TLS connection to the server failed ({exc.reason or exc}).", phase=phase
-            ) from exc
-        except OSError as exc:
-            self.close()
-            raise SMTPServerDisconnected(
-                f"The server closed the connection ({exc.strerror or exc}).", phase=phase
-            ) from exc
+        return _IOGuard(self, phase)
 
     def _timeout(self, phase: str) -> SMTPTimeoutError:
         self.close()

@@ -15,7 +15,9 @@ from typing import BinaryIO
 
 __all__ = ["BLOCK_SIZE", "DataEncoder", "iter_blocks", "normalise"]
 
-BLOCK_SIZE = 64 * 1024
+# Large enough that typical messages (and their envelope) go out in one write, small
+# enough that a 25 MB message is never held whole.
+BLOCK_SIZE = 256 * 1024
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 

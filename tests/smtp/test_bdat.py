@@ -44,7 +44,7 @@ def test_it_sends_large_messages_in_chunks(scripted_server_factory, pipelining):
     expected = normalise(body)
     assert session.messages[0].content == expected
     chunks = [c for c in session.commands if c.startswith("BDAT")]
-    assert len(chunks) > 10 and chunks[-1].endswith(" LAST")
+    assert len(chunks) >= 4 and chunks[-1].endswith(" LAST")
     assert all(int(c.split()[1]) >= BLOCK_SIZE for c in chunks[:-1])
 
 
