@@ -194,6 +194,18 @@ def _due(now: datetime) -> Q:
     )
 
 
+def _serialise_probe(message_id: int) -> None:
+    """After a throttle, claims on that account take its row lock first, so that the "one
+    probe at a time" check (no message of the account in ``sending``) sees the other
+    claims' commits: on PostgreSQL two claims at the same instant would otherwise both
+    pass it. Only throttled accounts pay for the lock; SQLite serialises writers anyway."""
+    throttled = SmtpAccount.objects.filter(
+        throttled_until__isnull=False,
+        pk__in=OutboxMessage.objects.filter(pk=message_id).values("account_id"),
+    )
+    list(throttled.select_for_update().values_list("pk", flat=True))
+
+
 def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage, DeliveryAttempt] | None:
     """Take the message for one delivery attempt, or return None if it is not due, already
     taken, or finished. The conditional UPDATE is what makes two workers safe."""
@@ -201,6 +213,7 @@ def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage,
     attempt_id = uuid.uuid4()
     worker = worker or worker_name()
     with transaction.atomic():
+        _serialise_probe(message_id)
         due_ids = OutboxMessage.objects.filter(_claimable_accounts(now)).filter(_due(now), pk=message_id)
         taken = OutboxMessage.objects.filter(pk__in=due_ids.values("pk")).filter(_due(now)).update(
             status=Status.SENDING,
