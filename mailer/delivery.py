@@ -174,8 +174,8 @@ def reserve_send(account: SmtpAccount) -> datetime | None:
 def _claimable_accounts(now: datetime) -> Q:
     # Mail of a paused or throttled account waits; a message whose account was deleted is
     # claimed so that it can be failed with a clear reason. When a throttle has just run
-    # out, one message goes first as a probe and the others wait for its answer (a
-    # best-effort rule: two workers claiming at the same instant may both probe).
+    # out, one message goes first as a probe and the others wait for its answer
+    # (``_serialise_probe`` makes that hold for claims at the same instant).
     sending_on_account = OutboxMessage.objects.filter(
         account=OuterRef("account"), status=Status.SENDING
     )
