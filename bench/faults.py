@@ -1,0 +1,742 @@
+#!/usr/bin/env python3
+"""The fault suite: nothing lost, nothing sent twice — shown with figures.
+
+    .venv/bin/python bench/faults.py            # the full run (several minutes)
+    .venv/bin/python bench/faults.py --quick    # shorter outages, fewer messages (< ~3 min)
+    .venv/bin/python bench/faults.py --only worker-sigkill --only hostile-silent
+
+It starts real components, breaks them on purpose and counts, at the SMTP servers, what
+was delivered once, twice, or not at all:
+
+* its own ``redis-server`` on a free loopback port (the machine's shared Redis on 6379 is
+  never touched), a fresh PostgreSQL database ``mailroom_faults_<pid>`` on 127.0.0.1:5432
+  (created, migrated, dropped at the end), a Celery beat and real ``celery -A config worker``
+  processes pointed at them, aiosmtpd sinks that record every (Message-ID, recipient) they
+  accept, and the hostile servers of ``tests/hostile_servers.py``;
+* scenarios, each on its own account with many messages in flight: a worker SIGKILLed
+  mid-batch and restarted; Redis stopped mid-batch and started again 30 s later (5 s with
+  ``--quick``); mail sent while the broker is down (the wake-up is lost, the sweeper must
+  deliver); the workers' PostgreSQL connections killed (``pg_terminate_backend``); each
+  hostile server, which then heals (relays to a good sink) so that "lost" can be judged;
+  two and four workers racing over the same due messages.
+
+A message counts as *delivered once* when every recipient reached a good server exactly
+once, *duplicated* when any recipient got it twice, and *lost* when some recipient never
+got it and the message is not in a final state that says why (``failed`` with the
+server's words, or ``unknown``): vanished, stuck, or "sent" without the server having it.
+Expected: lost = 0 everywhere; duplicated = 0 except the documented window (a worker
+killed between the server's final 250 and the commit), at most the messages in flight at
+the kill — the ``bound`` column. The last line is exactly
+``TOTAL scenarios=N queued=N delivered_once=N duplicated=N lost=N``; the exit status is 0
+only when lost = 0 and every scenario stayed within its bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.ports import free_port  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+SETTINGS_MODULE = "bench._faults_settings"
+PG = {"host": LOOPBACK, "port": 5432, "user": "postgres"}
+FINAL = ("sent", "failed", "unknown", "cancelled")
+# An attachment that makes the .eml larger than loopback socket buffers absorb (~4.5 MB),
+# so that a server resetting the connection in the middle of DATA surely cuts it short.
+BIG_ATTACHMENT = 6 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    batch: int  # messages per infrastructure scenario
+    hostile: int  # messages per hostile server
+    race: int  # messages the racing workers share
+    outage: float  # seconds Redis stays down
+    settle: float  # seconds a scenario may take to reach final states
+    lease: int  # MAILROOM_LEASE_SECONDS for the workers
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(True, batch=40, hostile=6, race=100, outage=5, settle=120, lease=8)
+        return cls(False, batch=200, hostile=20, race=500, outage=30, settle=300, lease=15)
+
+
+@dataclass
+class Row:
+    scenario: str
+    queued: int = 0
+    once: int = 0
+    twice: int = 0
+    lost: int = 0
+    bound: int = 0  # duplicates allowed (messages in flight at a kill)
+    states: collections.Counter = field(default_factory=collections.Counter)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.twice <= self.bound
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+# --- services of our own ----------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free loopback port, no persistence: stopping it
+    loses every queued wake-up, as a crashed broker would."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly",
+             "no", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_connect_timeout=0.5)
+        if not wait_for(lambda: _pings(client), 10):
+            raise SystemExit(f"our redis-server did not answer on {LOOPBACK}:{self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+class FreshDatabase:
+    """``mailroom_faults_<pid>`` on the local PostgreSQL, created and dropped by us."""
+
+    def __init__(self) -> None:
+        self.name = f"mailroom_faults_{os.getpid()}"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{self.name}"
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **PG)
+
+    def create(self) -> None:
+        try:
+            with self._admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+        except Exception as exc:
+            raise SystemExit(f"PostgreSQL on {PG['host']}:{PG['port']} is needed: {exc}") from exc
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception), self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def terminate_backends(self, keep: set[int]) -> int:
+        """Kill every connection to our database but the harness's own (``keep``)."""
+        with self._admin() as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND NOT pid = ANY(%s) AND pid <> pg_backend_pid()",
+                (self.name, sorted(keep)),
+            ).fetchall()
+        return sum(1 for (done,) in rows if done)
+
+
+class Beat:
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self._log = open(workdir / "beat.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+             "-s", str(workdir / "beat-schedule")],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+
+# --- the laboratory -----------------------------------------------------------------------
+
+
+class Lab:
+    """Everything the scenarios share: services, Django in this process, workers, sinks."""
+
+    def __init__(self, plan: Plan, keep: bool) -> None:
+        self.plan = plan
+        self.keep = keep
+        self.workdir = Path(tempfile.mkdtemp(prefix="mailroom-faults-"))
+        self.redis = PrivateRedis(self.workdir)
+        self.db = FreshDatabase()
+        self.workers: list = []
+        self._concurrency: dict[int, int] = {}
+        self._workers_lock = threading.Lock()
+        self._supervising = threading.Event()
+        self.restarts: list[str] = []  # why supervised workers died (restarted)
+        self.beat: Beat | None = None
+        self.sinks: list = []  # every good server, for counting
+        self.servers: list = []  # everything to stop at the end
+        self.env: dict[str, str] = {}
+        self.user = None
+        self.certificates = None
+        self.own_pids: set[int] = set()  # the harness's own PostgreSQL backends
+        self._accounts = 0
+
+    # -- set-up and tear-down
+    def __enter__(self) -> Lab:
+        from cryptography.fernet import Fernet
+
+        log(f"work directory {self.workdir}")
+        self.redis.start()
+        self.db.create()
+        self.env = {
+            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+            "MAILROOM_ENV": "development",
+            "MAILROOM_DATA_DIR": str(self.workdir / "data"),
+            "DATABASE_URL": self.db.url,
+            "CELERY_BROKER_URL": f"{self.redis.url}/0",
+            "MAILROOM_REDIS_URL": f"{self.redis.url}/1",
+            "MAILROOM_CREDENTIALS_KEYS": Fernet.generate_key().decode(),
+            "SECRET_KEY": Fernet.generate_key().decode(),
+            # Short timings so that sweeps, expired leases and retries happen in seconds.
+            "MAILROOM_SWEEP_SECONDS": "1",
+            "MAILROOM_LEASE_SECONDS": str(self.plan.lease),
+            "MAILROOM_MIN_BACKOFF_SECONDS": "1",
+            "MAILROOM_MAX_BACKOFF_SECONDS": "2",
+            "MAILROOM_CONNECTION_IDLE_SECONDS": "5",
+            "MAILROOM_DEFAULT_HOLD_SECONDS": "0",
+            "MAILROOM_THROTTLE_SECONDS": "1",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+        os.environ.update(self.env)
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                       cwd=ROOT, env=dict(os.environ), check=True)
+        import django
+
+        django.setup()
+        import logging
+
+        # The sinks' per-connection chatter and the "could not wake a worker" warnings of the
+        # broker-down scenario would bury the progress lines.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logging.getLogger("mailer.tasks").setLevel(logging.ERROR)
+        import trustme
+        from django.contrib.auth import get_user_model
+
+        from tests.smtp_servers import TLSCertificates
+
+        self.user = get_user_model().objects.create_user("faults", password=None)
+        ca = trustme.CA()
+        ca_file = self.workdir / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        self.certificates = TLSCertificates(ca, ca.issue_cert("127.0.0.1"), str(ca_file))
+        self.beat = Beat(dict(os.environ), self.workdir)
+        self._supervising.set()
+        threading.Thread(target=self._supervise, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._supervising.clear()
+        self.stop_workers()
+        if self.beat is not None:
+            self.beat.stop()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                server.stop()
+        from django.db import connections
+
+        connections.close_all()
+        self.redis.stop()
+        self.db.drop()
+        if self.keep:
+            log(f"kept {self.workdir} (logs of the workers, beat and redis)")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def register_connection(self) -> None:
+        """Remember this thread's PostgreSQL backend, so that pg-terminate spares it."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            self.own_pids.add(cursor.fetchone()[0])
+
+    # -- workers
+    def start_workers(self, n: int, concurrency: int = 2, lease: int | None = None) -> None:
+        from tests.workers import Worker
+
+        env = {"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+               "MAILROOM_LEASE_SECONDS": str(lease or self.plan.lease)}
+        fresh = [Worker(concurrency=concurrency, env=env) for _ in range(n)]
+        for worker in fresh:
+            worker.wait_ready(timeout=60)
+        with self._workers_lock:
+            self.workers += fresh
+            self._concurrency.update({id(w): (concurrency, lease) for w in fresh})
+
+    def take_worker(self):
+        """Remove a worker from supervision (to kill it on purpose)."""
+        with self._workers_lock:
+            return self.workers.pop(0)
+
+    def stop_workers(self) -> None:
+        while True:
+            with self._workers_lock:
+                if not self.workers:
+                    return
+                worker = self.workers.pop()
+            worker.stop(grace=20)
+
+    def _supervise(self) -> None:
+        """Restart a worker that died on its own, as the production supervisor does
+        (docker-compose ``restart: unless-stopped``), and remember why it died."""
+        while self._supervising.is_set():
+            with self._workers_lock:
+                dead = [w for w in self.workers if w.process.poll() is not None]
+                for w in dead:
+                    self.workers.remove(w)
+            for w in dead:
+                why = next((line.split("] ", 1)[-1] for line in w.log.splitlines()
+                            if "Unrecoverable error" in line), f"exit status {w.process.returncode}")
+                self.restarts.append(why[:160])
+                log(f"worker {w.name} died ({why[:160]}); restarting it")
+                with contextlib.suppress(Exception):
+                    self.start_workers(1, *self._concurrency.get(id(w), (2, None)))
+            time.sleep(0.5)
+
+    # -- servers and accounts
+    def sink(self, **options):
+        from tests.hostile_servers import start_sink
+
+        server = start_sink(**options)
+        self.sinks.append(server)
+        self.servers.append(server)
+        return server
+
+    def hostile(self, behaviour: str, upstream):
+        from tests.hostile_servers import HostileServer
+
+        server = HostileServer(behaviour, upstream=(upstream.host, upstream.port)).start()
+        self.servers.append(server)
+        return server
+
+    def account(self, port: int, *, security: str = "none"):
+        from mailer.models import SmtpAccount
+
+        self._accounts += 1
+        return SmtpAccount.objects.create(
+            owner=self.user, label=f"faults {self._accounts}", from_address="sender@example.com",
+            host=LOOPBACK, port=port, security=security, auth_mechanism="none",
+            verify_tls=True,
+            ca_certificate=self.certificates.ca_pem if security != "none" else "",
+        )
+
+    # -- mail
+    def queue(self, account, n: int, *, recipients: int = 1, big: int = 0,
+              ids: list[int] | None = None) -> list[int]:
+        """Send ``n`` drafts through the real send service; the first ``big`` carry an
+        attachment larger than the socket buffers. Returns the outbox ids (appended to
+        ``ids`` as they are sent, when given)."""
+        from django.core.files.base import ContentFile
+
+        from mailer import services
+        from mailer.models import Attachment, Draft
+
+        blob = os.urandom(BIG_ATTACHMENT) if big else b""
+        ids = [] if ids is None else ids
+        for i in range(n):
+            draft = Draft.objects.create(
+                owner=self.user, account=account,
+                to=", ".join(f"rcpt{j}-{account.pk}-{i}@example.com" for j in range(recipients)),
+                subject=f"fault test {account.label} #{i}",
+                body_text=f"Message {i} of {n}.\n" + "Some text to make it a real message.\n" * 20,
+            )
+            if i < big:
+                Attachment.objects.create(
+                    draft=draft, file=ContentFile(blob, name="big.bin"), filename="big.bin",
+                    content_type="application/octet-stream", size=len(blob),
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                )
+            ids.append(services.send_draft(self.user, draft, hold_seconds=0).pk)
+        return ids
+
+    def statuses(self, ids: list[int]) -> collections.Counter:
+        from mailer.models import OutboxMessage
+
+        return collections.Counter(
+            OutboxMessage.objects.filter(pk__in=ids).values_list("status", flat=True)
+        )
+
+    def count(self, ids: list[int], *states: str) -> int:
+        from mailer.models import OutboxMessage
+
+        return OutboxMessage.objects.filter(pk__in=ids, status__in=states).count()
+
+    def settle(self, ids: list[int], timeout: float | None = None) -> bool:
+        """Wait until every message is in a final state."""
+        return wait_for(lambda: self.count(ids, *FINAL) == len(ids), timeout or self.plan.settle,
+                        step=0.5)
+
+    def conclude(self, row: Row, ids: list[int], thread: threading.Thread | None = None) -> Row:
+        """Wait for the queueing thread and for final states, then count."""
+        if thread is not None:
+            thread.join()
+        self.settle(ids)
+        return self.judge(row, ids)
+
+    def judge(self, row: Row, ids: list[int]) -> Row:
+        from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
+        from tests.hostile_servers import deliveries
+
+        counts = deliveries(*self.sinks)
+        row.queued = len(ids)
+        messages = OutboxMessage.objects.filter(pk__in=ids).prefetch_related("recipients")
+        for m in messages:
+            row.states[m.status] += 1
+            got = {r.address.lower(): counts[(m.message_id.strip(), r.address.lower())]
+                   for r in m.recipients.all()}
+            failed = {r.address.lower() for r in m.recipients.all()
+                      if r.status == Recipient.Status.FAILED and r.text}
+            if got and max(got.values()) > 1:
+                row.twice += 1
+            elif got and all(v == 1 for v in got.values()):
+                row.once += 1
+            elif m.status in ("failed", "unknown", "cancelled") and (m.last_error or failed):
+                pass  # not delivered, and the final state says why
+            elif all(v == 1 or a in failed for a, v in got.items()):
+                pass  # delivered to every recipient the server did not refuse for good
+            else:
+                row.lost += 1
+        missing = len(ids) - messages.count()
+        if missing:
+            row.lost += missing
+            row.notes.append(f"{missing} outbox rows vanished")
+        errors = collections.Counter(
+            DeliveryAttempt.objects.filter(message_id__in=ids).exclude(error_class="")
+            .values_list("error_class", flat=True)
+        )
+        if errors:
+            row.notes.append("attempts failed with " + ", ".join(
+                f"{name} x{n}" for name, n in errors.most_common()))
+        return row
+
+
+# --- scenarios ---------------------------------------------------------------------------
+
+
+def _queue_in_background(lab: Lab, account, n: int, **kw) -> tuple[threading.Thread, list[int]]:
+    """Queue from a thread, so a fault can strike while sending is still going on."""
+    from django.db import connection
+
+    ids: list[int] = []
+
+    def run() -> None:
+        try:
+            lab.register_connection()
+            lab.queue(account, n, ids=ids, **kw)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, ids
+
+
+def _good_account(lab: Lab):
+    """A fresh account on a fresh counting sink."""
+    return lab.account(lab.sink().port)
+
+
+def _in_flight(lab: Lab) -> int:
+    from mailer.models import OutboxMessage
+
+    return OutboxMessage.objects.filter(status="sending").count()
+
+
+def worker_sigkill(lab: Lab) -> Row:
+    """A worker killed with SIGKILL (and its pool children) mid-batch, then restarted."""
+    row = Row("worker-sigkill")
+    account = _good_account(lab)
+    thread, ids = _queue_in_background(lab, account, lab.plan.batch)
+    kills = 1 if lab.plan.quick else 2
+    for k in range(kills):
+        target = lab.plan.batch * (k + 1) // (kills + 2)
+        wait_for(lambda t=target: len(ids) >= t and lab.count(ids, "sent") >= t // 2, 60, 0.02)
+        in_flight = _in_flight(lab)
+        victim = lab.take_worker()
+        victim.kill()
+        row.bound += in_flight
+        row.notes.append(f"kill {k + 1}: {in_flight} in flight")
+        time.sleep(1)
+        lab.start_workers(1, concurrency=3)
+    return lab.conclude(row, ids, thread)
+
+
+def redis_outage(lab: Lab) -> Row:
+    """Redis stopped during a batch (every queued wake-up with it), started again later."""
+    row = Row("redis-outage")
+    account = _good_account(lab)
+    thread, ids = _queue_in_background(lab, account, lab.plan.batch)
+    # Strike while the batch is still being sent: some delivered, some waiting in Redis,
+    # the rest not yet queued (their wake-ups will find no broker).
+    wait_for(lambda: len(ids) >= lab.plan.batch // 3 and lab.count(ids, "sent") >= 1, 60, 0.01)
+    row.notes.append(f"{lab.count(ids, *FINAL)} of {lab.plan.batch} final when Redis stopped")
+    lab.redis.stop()
+    time.sleep(lab.plan.outage)
+    lab.redis.start()
+    row.notes.append(f"down {lab.plan.outage:g} s")
+    return lab.conclude(row, ids, thread)
+
+
+def broker_down_at_send(lab: Lab) -> Row:
+    """Mail sent while the broker is down: every wake-up is lost, the sweeper delivers."""
+    row = Row("broker-down-at-send")
+    account = _good_account(lab)
+    lab.redis.stop()
+    started = time.monotonic()
+    ids = lab.queue(account, lab.plan.batch // 4)
+    per_send = (time.monotonic() - started) / max(len(ids), 1)
+    row.notes.append(f"send_draft took {per_send * 1000:.0f} ms each with the broker down")
+    lab.redis.start()
+    return lab.conclude(row, ids)
+
+
+def pg_terminate(lab: Lab) -> Row:
+    """The workers' PostgreSQL connections killed again and again during a batch."""
+    row = Row("pg-terminate")
+    account = _good_account(lab)
+    lab.register_connection()
+    thread, ids = _queue_in_background(lab, account, lab.plan.batch)
+    wait_for(lambda: lab.count(ids, "sent") >= 1, 60, 0.02)
+    killed = 0
+    deadline = time.monotonic() + (5 if lab.plan.quick else 20)
+    while time.monotonic() < deadline and (thread.is_alive() or lab.count(ids, *FINAL) < len(ids)):
+        killed += lab.db.terminate_backends(keep=lab.own_pids)
+        time.sleep(0.1)
+    thread.join()
+    row.notes.append(f"{killed} connections killed")
+    return lab.conclude(row, ids)
+
+
+# behaviour -> (security, how many messages carry a big attachment)
+HOSTILE = {
+    "refuse": ("none", 0),
+    "greeting-421": ("none", 0),
+    "drop-in-data": ("none", None),  # None: a third of them, the rest are small
+    "silent": ("none", 0),
+    "silent-after-data": ("none", 0),
+    "tls-fail": ("starttls", 0),
+    "garbage": ("none", 0),
+    "endless": ("none", 0),
+}
+
+
+def hostile_servers(lab: Lab, only: set[str] | None) -> list[Row]:
+    """Every hostile server at once, each on its own account. A server heals (relays to a
+    good sink) once each of its messages has met it at least once, so that "lost" can be
+    judged. Plus a server that takes 2 recipients per transaction (452 4.5.3) and one that
+    goes away after every message on a connection."""
+    from mailer.models import OutboxMessage
+
+    plain = lab.sink()
+    tls = lab.sink(certificates=lab.certificates)
+    n = lab.plan.hostile
+    # "silent" holds a worker slot for the client's whole timeout (60 s): enough slots that
+    # the other servers are still met while it does, and a lease longer than that timeout
+    # (as in production: 300 s) so that the timeout, not an expired lease, ends the attempt.
+    lab.stop_workers()
+    lab.start_workers(2, concurrency=n + 2, lease=75)
+    jobs = []  # (row, ids, hostile server or None)
+    for behaviour, (security, big) in HOSTILE.items():
+        name = f"hostile-{behaviour}"
+        if only and name not in only:
+            continue
+        server = lab.hostile(behaviour, tls if security != "none" else plain)
+        account = lab.account(server.port, security=security)
+        big = max(1, n // 3) if big is None else big
+        jobs.append((Row(name), lab.queue(account, n, big=big), server))
+    for name, options, recipients in (
+        ("hostile-452-recipients", {"recipient_limit": 2}, 5),
+        ("hostile-goes-away", {"go_away": True}, 1),
+    ):
+        if only and name not in only:
+            continue
+        server = lab.sink(**options)
+        jobs.append((Row(name), lab.queue(lab.account(server.port), n, recipients=recipients),
+                     None))
+
+    def met(ids: list[int]) -> bool:
+        return not OutboxMessage.objects.filter(pk__in=ids, attempts=0).exists()
+
+    unhealed = {id(server): (server, ids) for _row, ids, server in jobs if server is not None}
+    deadline = time.monotonic() + (45 if lab.plan.quick else 90)
+    while unhealed and time.monotonic() < deadline:
+        for key, (server, ids) in list(unhealed.items()):
+            if met(ids):
+                server.heal()
+                del unhealed[key]
+        time.sleep(0.3)
+    for row, _ids, server in jobs:
+        if server is None:
+            continue
+        if not server.healed:
+            row.notes.append("not every message met the server before it healed")
+            server.heal()
+    lab.settle([i for _row, ids, _s in jobs for i in ids])
+    lab.stop_workers()
+    lab.start_workers(2, concurrency=3)
+    return [lab.judge(row, ids) for row, ids, _server in jobs]
+
+
+def race(lab: Lab, workers: int) -> Row:
+    """``workers`` workers started together over the same due messages, every message woken
+    three times (its own wake-up, two extra ones, and the sweeper's)."""
+    from mailer import tasks
+
+    row = Row(f"race-{workers}-workers")
+    lab.stop_workers()
+    account = _good_account(lab)
+    ids = lab.queue(account, lab.plan.race)
+    for _ in range(2):
+        for pk in ids:
+            tasks.deliver.delay(pk)
+    row.notes.append(f"{len(ids) * 3} wake-ups")
+    lab.start_workers(workers, concurrency=2)
+    return lab.conclude(row, ids)
+
+
+INFRA = {
+    "worker-sigkill": worker_sigkill,
+    "redis-outage": redis_outage,
+    "broker-down-at-send": broker_down_at_send,
+    "pg-terminate": pg_terminate,
+}
+
+
+def run(plan: Plan, only: set[str] | None, keep: bool) -> list[Row]:
+    rows: list[Row] = []
+    with Lab(plan, keep) as lab:
+        lab.start_workers(2, concurrency=3)
+
+        def timed(fn: Callable[[], Row | list[Row]]) -> None:
+            started = time.monotonic()
+            lab.restarts.clear()
+            result = fn()
+            for row in result if isinstance(result, list) else [result]:
+                row.seconds = time.monotonic() - started
+                if lab.restarts:
+                    row.notes.append(f"{len(lab.restarts)} worker(s) died and were restarted: "
+                                     + "; ".join(sorted(set(lab.restarts))))
+                rows.append(row)
+                log(f"{row.scenario}: {row.states} once={row.once} twice={row.twice} "
+                    f"lost={row.lost} {'; '.join(row.notes)}")
+
+        for name, fn in INFRA.items():
+            if not only or name in only:
+                log(f"scenario {name}")
+                timed(lambda fn=fn: fn(lab))
+        if not only or any(n.startswith("hostile-") for n in only):
+            log("scenarios hostile-*")
+            timed(lambda: hostile_servers(lab, only))
+        for n in (2, 4):
+            name = f"race-{n}-workers"
+            if not only or name in only:
+                log(f"scenario {name}")
+                timed(lambda n=n: race(lab, n))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    head = f"{'scenario':<26} {'queued':>6} {'once':>6} {'twice':>6} {'bound':>6} {'lost':>5}  final states"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        states = " ".join(f"{k}={v}" for k, v in sorted(r.states.items()))
+        flag = "" if r.ok else "   <-- FAIL"
+        print(f"{r.scenario:<26} {r.queued:>6} {r.once:>6} {r.twice:>6} {r.bound:>6} {r.lost:>5}  "
+              f"{states}{flag}")
+        if r.notes:
+            print(f"{'':<26} ({'; '.join(r.notes)}; {r.seconds:.0f} s)")
+    print(f"BOUND duplicated<={sum(r.bound for r in rows)}")
+    print(
+        f"TOTAL scenarios={len(rows)} queued={sum(r.queued for r in rows)} "
+        f"delivered_once={sum(r.once for r in rows)} duplicated={sum(r.twice for r in rows)} "
+        f"lost={sum(r.lost for r in rows)}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter outages, fewer messages")
+    parser.add_argument("--only", action="append", metavar="SCENARIO",
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    rows = run(Plan.make(args.quick), set(args.only or ()), args.keep)
+    log(f"done in {time.monotonic() - started:.0f} s")
+    print_table(rows)
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
