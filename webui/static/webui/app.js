@@ -90,9 +90,16 @@ function setupCompose(form) {
       headers: { "X-CSRFToken": csrfToken() },
     });
   });
-  form.addEventListener("submit", () => {
+  form.addEventListener("submit", (event) => {
     dirty = false;
     clearTimeout(timer);
+    // An autosave still on its way may be creating the draft: wait for its id, or this
+    // submit would create a second draft beside it.
+    if (saving) {
+      event.preventDefault();
+      const submitter = event.submitter;
+      saving.catch(() => {}).finally(() => form.requestSubmit(submitter));
+    }
   });
 
   // Ctrl+Enter (Cmd+Enter on a Mac) sends, as in most mail programs.
