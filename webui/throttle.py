@@ -6,6 +6,10 @@ name or this address → wait", which two cache counters do. The counters live i
 cache; with several web processes, point ``CACHES`` at a shared cache (Redis) so that they
 add up across processes (with the per-process default each process counts on its own,
 which still slows guessing down, just less).
+
+The per-user-name lock is the real defence against guessing one password; its price is
+that someone can lock a user name out for the window by failing on purpose — the page
+says to wait, and the lock lifts by itself.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from webui.views.common import increment
 
 WINDOW_SECONDS = 15 * 60
 MAX_FAILURES_PER_USERNAME = 5
-MAX_FAILURES_PER_ADDRESS = 30
+# Generous: behind a reverse proxy REMOTE_ADDR may be the proxy, shared by every user.
+MAX_FAILURES_PER_ADDRESS = 100
 
 
 def _keys(request: HttpRequest, username: str) -> list[tuple[str, int]]:
