@@ -2,7 +2,7 @@ import pytest
 
 from mailer import delivery
 from tests.mailer.base import make_account, make_user
-from tests.mailer.servers import ScriptedServer
+from tests.mailer.servers import ScriptedSink
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def stranger(db):
 
 @pytest.fixture
 def server():
-    with ScriptedServer() as srv:
+    with ScriptedSink() as srv:
         yield srv
 
 

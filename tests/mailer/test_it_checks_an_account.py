@@ -1,6 +1,6 @@
 from mailer import delivery, services
 from tests.mailer.base import make_account, send
-from tests.mailer.servers import Script, ScriptedServer
+from tests.mailer.servers import ScriptedSink
 from tests.ports import free_port
 
 
@@ -21,8 +21,8 @@ def test_it_says_in_plain_words_what_failed(owner):
 
 
 def test_a_successful_check_resumes_a_paused_account_and_its_mail(owner):
-    with ScriptedServer(Script(password="good")) as server:
-        account = make_account(owner, server, username="u", secret="bad", auth_mechanism="auto",
+    with ScriptedSink(accounts={"owner": "good"}) as server:
+        account = make_account(owner, server, username="owner", secret="bad", auth_mechanism="auto",
                                allow_plaintext_auth=True)
         msg = send(owner, account)
         assert delivery.deliver(msg.pk) == "paused"

@@ -1,10 +1,10 @@
 from mailer import delivery, services
 from tests.mailer.base import make_account, send
-from tests.mailer.servers import Script, ScriptedServer
+from tests.mailer.servers import ScriptedSink
 
 
 def test_it_pauses_the_account_keeps_the_mail_and_resumes_when_fixed(owner):
-    with ScriptedServer(Script(password="right-password")) as server:
+    with ScriptedSink(accounts={"owner": "right-password"}) as server:
         account = make_account(owner, server, username="owner", secret="wrong-password",
                                auth_mechanism="auto", allow_plaintext_auth=True)
         msg = send(owner, account)

@@ -6,7 +6,7 @@ from django.db import connection
 from mailer.models import OutboxMessage
 from tests.mailer.base import make_account, send
 from tests.mailer.pipeline import FAST
-from tests.mailer.servers import Script, ScriptedServer
+from tests.mailer.servers import ScriptedSink
 from tests.workers import celery_worker, wait_until
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -27,7 +27,7 @@ def _sent(msg):
 def test_a_worker_logs_in_with_the_encrypted_secret_and_survives_key_rotation(owner, settings):
     old = settings.MAILROOM_CREDENTIALS_KEYS[0]
     new = Fernet.generate_key().decode()
-    with ScriptedServer(Script(password=PASSWORD)) as server:
+    with ScriptedSink(accounts={"owner": PASSWORD}) as server:
         account = make_account(owner, server, username="owner", secret=PASSWORD,
                                auth_mechanism="auto", allow_plaintext_auth=True)
         before = _stored_secret(account)
