@@ -40,6 +40,8 @@ def worker(transactional_db):
 def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp, worker, tmp_path):
     owner = make_user("owen")
     UserPreferences.objects.create(user=owner, hold_seconds=2)
+    page.goto("/login/")
+    screenshot(page, "login")
     sign_in(page, "owen", PASSWORD)
 
     page.goto("/accounts/new/")
