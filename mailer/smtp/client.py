@@ -54,6 +54,8 @@ _MAX_AUTH_ROUNDS = 8
 # With PIPELINING, intermediate BDAT replies are read in batches; bound how many may wait.
 _MAX_UNREAD_BDAT = 16
 _TRANSCRIPT_LINE = 1000
+# Before a transaction, look for a server-side close only if the connection was idle this long.
+_IDLE_CHECK_AFTER = 0.05
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EHLO_NAME = re.compile(r"[A-Za-z0-9.-]+|\[[A-Za-z0-9.:]+\]")
 _DSN_NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
@@ -111,6 +113,9 @@ class _Reader:
         self._sock = sock
         self._buf = bytearray()
         self.reads = 0
+        #: When set (a time.monotonic() value), a recv timeout is retried until then: the
+        #: reply after the data may take minutes, and the socket timeout need not change.
+        self.patient_until: float | None = None
 
     @property
     def buffered(self) -> int:
@@ -138,7 +143,12 @@ class _Reader:
                 del buf[:limit]
                 return line
             start = len(buf)
-            chunk = self._sock.recv(_RECV_SIZE)
+            try:
+                chunk = self._sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                if self.patient_until is None or time.monotonic() >= self.patient_until:
+                    raise
+                continue
             self.reads += 1
             if not chunk:
                 line = bytes(buf)
@@ -251,6 +261,7 @@ class SMTPClient:
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None
         self._current_timeout: float | None = None
+        self._last_reply = 0.0
         self._tls = False
         self._connected = False
 
@@ -667,6 +678,8 @@ class SMTPClient:
         timeout, often announced with 421) so nothing is sent into a dead connection."""
         sock, reader = self._sock, self._reader
         assert sock is not None and reader is not None
+        if not reader.buffered and time.monotonic() - self._last_reply < _IDLE_CHECK_AFTER:
+            return  # answered a moment ago: not worth a system call per message
         if not reader.buffered and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
@@ -953,7 +966,7 @@ class SMTPClient:
         may or may not have taken the message, which must never look like a plain failure."""
         try:
             # RFC 5321 section 4.5.3.2.6: servers may take minutes to accept the data.
-            return self._read("after-data", timeout=max(self.data_timeout, self.command_timeout))
+            return self._read("after-data", patience=self.data_timeout)
         except (SMTPServerDisconnected, SMTPTimeoutError, SMTPProtocolError) as exc:
             self.close()
             if exc.reply is not None:
@@ -984,7 +997,9 @@ class SMTPClient:
             self._sock.settimeout(timeout)
             self._current_timeout = timeout
 
-    def _data_error(self, reply: Reply, result: SendResult, phase: str) -> SMTPDataError:
+    def _data_error(
+        self, reply: Reply, result: SendResult, phase: str
+    ) -> SMTPDataError | SMTPMessageTooLarge:
         if reply.code == SMTPStatus.MESSAGE_TOO_LARGE or reply.enhanced == "5.3.4":
             limit = self.capabilities.size if self.capabilities else None
             return SMTPMessageTooLarge(
@@ -1042,12 +1057,23 @@ class SMTPClient:
         with self._io(phase):
             self._sock.sendall(data)
 
-    def _read(self, phase: str, *, timeout: float | None = None) -> Reply:
-        if self._reader is None:
+    def _read(
+        self, phase: str, *, timeout: float | None = None, patience: float | None = None
+    ) -> Reply:
+        """Read one reply within ``timeout`` (default: the command timeout) per receive, or
+        keep waiting up to ``patience`` seconds in all."""
+        reader = self._reader
+        if reader is None:
             raise SMTPServerDisconnected("Not connected to the server.", phase=phase)
         self._set_timeout(self.command_timeout if timeout is None else timeout)
-        with self._io(phase):
-            reply = read_reply(self._reader.readline, phase=phase)
+        if patience is not None:
+            reader.patient_until = time.monotonic() + patience
+        try:
+            with self._io(phase):
+                reply = read_reply(reader.readline, phase=phase)
+        finally:
+            reader.patient_until = None
+        self._last_reply = time.monotonic()
         self._log_reply(reply)
         if reply.code == SMTPStatus.NOT_AVAILABLE:
             # 421: the server is closing the transmission channel (RFC 5321 section 3.8).
