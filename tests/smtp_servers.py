@@ -698,6 +698,7 @@ class MiniSMTP:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     after_data: str | None = "250 2.0.0 Ok: queued"  # None: never answer after the data
     keep_content: bool = True  # False: count the bytes only (memory tests)
+    after_data_delay: float = 0.0  # seconds to think before the final reply
     messages: list[MiniMessage] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     round_trips: int = 0
@@ -825,6 +826,8 @@ class MiniSMTP:
             conn.sock.settimeout(None)
             conn.readline()  # wait, silent, until the client gives up
             raise ConnectionError("client gave up")
+        if self.after_data_delay:
+            time.sleep(self.after_data_delay)
         out.append(self.after_data)
 
 

@@ -178,14 +178,25 @@ class SMTPDataError(SMTPError):
         self.result = result
 
 
-class SMTPMessageTooLarge(SMTPDataError):
-    """The message is larger than the server accepts (SIZE pre-check or a 552 reply)."""
+class SMTPMessageTooLarge(SMTPError):
+    """The message is larger than the server accepts (SIZE pre-check or a 552 reply).
+
+    ``limit`` is the server's SIZE when known; ``result`` is set when the refusal came
+    after the envelope (a 552 at or after the data)."""
 
     default_transient = False
 
-    def __init__(self, message: str, *, limit: int | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int | None = None,
+        result: SendResult | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.limit = limit
+        self.result = result
 
 
 class SMTPNotSupported(SMTPError):

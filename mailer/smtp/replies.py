@@ -34,6 +34,7 @@ MAX_REPLY_SIZE = 64 * 1024
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class SMTPStatus(enum.IntEnum):
@@ -115,41 +116,26 @@ class Reply:
     @classmethod
     def from_lines(cls, code: int, lines: list[str] | tuple[str, ...]) -> Reply:
         """Build a reply from its code and raw line texts, extracting the enhanced code."""
+        lines = tuple(lines)
+        first = lines[0] if lines else ""
         enhanced = None
-        match = _ENHANCED.match(lines[0]) if lines else None
         # The class digit of an enhanced code must equal the reply's first digit (RFC 3463
-        # section 2 / RFC 2034); otherwise "250 2.0" style text is left alone.
-        if match and match.group(1) == str(code)[0]:
-            enhanced = ".".join(match.groups())
+        # section 2 / RFC 2034); otherwise "250 2.0" style text is left alone. The cheap
+        # character test first: this runs for every reply of every message.
+        if first[1:2] == "." and first[:1] == str(code)[0]:
+            match = _ENHANCED.match(first)
+            if match:
+                enhanced = ".".join(match.groups())
+        if enhanced is None:
+            return cls(code, None, "\n".join(lines), lines)
         texts = []
         for line in lines:
-            if enhanced is not None:
+            if line.startswith(enhanced):
                 m = _ENHANCED.match(line)
                 if m and ".".join(m.groups()) == enhanced:
                     line = line[m.end() :]
             texts.append(line)
-        return cls(code=code, enhanced=enhanced, text="\n".join(texts), lines=tuple(lines))
-
-
-def _parse_line(raw: bytes, phase: str) -> tuple[int, bool, str]:
-    """Return (code, is_last, text) for one reply line (CRLF or LF already present)."""
-    line = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-    code_part = line[:3]
-    if len(line) < 3 or not code_part.isdigit() or code_part[:1] not in b"2345":
-        raise SMTPProtocolError(
-            f"The server sent something that is not an SMTP reply: {_preview(raw)}. "
-            "Check the host and port point at an SMTP server.",
-            phase=phase,
-        )
-    sep = line[3:4]
-    if sep not in (b"", b" ", b"-"):
-        raise SMTPProtocolError(
-            f"The server sent a malformed SMTP reply line: {_preview(raw)}.", phase=phase
-        )
-    text = line[4:].decode("utf-8", errors="replace")
-    # No control characters may travel on into transcripts, logs or pages.
-    text = _CONTROL.sub("\ufffd", text)
-    return int(code_part), sep != b"-", text
+        return cls(code, enhanced, "\n".join(texts), lines)
 
 
 def _preview(raw: bytes) -> str:
@@ -179,13 +165,14 @@ def read_reply(
     code: int | None = None
     lines: list[str] = []
     total = 0
+    limit = max_line + 1
     while True:
-        raw = readline(max_line + 1)
-        if not raw:
-            raise SMTPServerDisconnected(
-                "The server closed the connection unexpectedly.", phase=phase
-            )
-        if not raw.endswith(b"\n"):
+        raw = readline(limit)
+        if raw[-1:] != b"\n":
+            if not raw:
+                raise SMTPServerDisconnected(
+                    "The server closed the connection unexpectedly.", phase=phase
+                )
             if len(raw) > max_line:
                 raise SMTPProtocolError(
                     f"The server sent a reply line longer than {max_line} bytes; "
@@ -202,7 +189,27 @@ def read_reply(
                 "it is not behaving like an SMTP server.",
                 phase=phase,
             )
-        line_code, last, text = _parse_line(raw, phase)
+        # Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+        #              Reply-code [ SP textstring ] CRLF         (RFC 5321 section 4.2)
+        end = len(raw) - (2 if raw[-2:-1] == b"\r" else 1)
+        head = raw[:3]
+        if not head.isdigit() or raw[0] not in b"2345" or end < 3:
+            raise SMTPProtocolError(
+                f"The server sent something that is not an SMTP reply: {_preview(raw)}. "
+                "Check the host and port point at an SMTP server.",
+                phase=phase,
+            )
+        sep = raw[3:4]
+        if end > 3 and sep != b" " and sep != b"-":
+            raise SMTPProtocolError(
+                f"The server sent a malformed SMTP reply line: {_preview(raw)}.", phase=phase
+            )
+        body = raw[4:end]
+        text = body.decode("utf-8", errors="replace")
+        if _CONTROL_BYTES.search(body):
+            # No control characters may travel on into transcripts, logs or pages.
+            text = _CONTROL.sub("\ufffd", text)
+        line_code = int(head)
         if code is None:
             code = line_code
         elif line_code != code:
@@ -211,7 +218,7 @@ def read_reply(
                 phase=phase,
             )
         lines.append(text)
-        if last:
+        if sep != b"-" or end == 3:
             return Reply.from_lines(code, lines)
 
 
