@@ -205,6 +205,8 @@ function setupCompose(form) {
 // ---- Undo send: count the hold down, then drop the button --------------------------------
 
 function setupUndo(box) {
+  if (box.dataset.counting) return;
+  box.dataset.counting = "1";
   const until = Date.parse(box.dataset.undoUntil);
   const counter = box.querySelector("[data-undo-seconds]");
   const tick = () => {
@@ -221,11 +223,13 @@ function setupUndo(box) {
 
 // ---- Small confirmations (no inline onclick) ---------------------------------------------
 
-function setupConfirm(root) {
-  root.querySelectorAll("form[data-confirm]").forEach((form) => {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
+// Delegated, so forms that htmx swaps in later (the message page's live part) ask too.
+function setupConfirm() {
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
   });
 }
 
@@ -253,9 +257,12 @@ function init() {
   const compose = document.getElementById("compose-form");
   if (compose) setupCompose(compose);
   document.querySelectorAll("[data-undo-until]").forEach(setupUndo);
+  // The live part of the message page is replaced by htmx every few seconds.
+  document.body.addEventListener("htmx:load", (event) =>
+    event.detail.elt.querySelectorAll("[data-undo-until]").forEach(setupUndo));
   const preset = document.querySelector("select[name=preset]");
   if (preset && document.getElementById("account-presets")) setupPresets(preset);
-  setupConfirm(document);
+  setupConfirm();
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
