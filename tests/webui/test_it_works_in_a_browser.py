@@ -10,6 +10,7 @@ import re
 from email import message_from_bytes
 
 import pytest
+from playwright.sync_api import expect
 
 from mailer import services
 from mailer.models import OutboxMessage, UserPreferences
@@ -136,4 +137,25 @@ def test_it_shows_a_rejected_and_a_deferred_recipient(page, smtp, worker):
     assert message.status == OutboxMessage.Status.DEFERRED and message.next_attempt_at
     page.locator(".timeline details summary").first.click()
     screenshot(page, "message-partly-failed")
+    assert not page.console_errors, page.console_errors
+
+
+def test_it_undoes_a_send_within_the_hold(page, transactional_db):
+    owner = make_user("owen")
+    UserPreferences.objects.create(user=owner, hold_seconds=30)
+    account = make_account(owner, is_default=True)
+    draft = make_draft(owner, account, subject="Not yet", files=[("plan.txt", b"the plan")])
+    sign_in(page, "owen", PASSWORD)
+    page.goto(f"/drafts/{draft.pk}/")
+    page.get_by_role("button", name="Send", exact=True).click()
+    page.wait_for_url("**/messages/*/")
+    seconds = page.locator("[data-undo-seconds]")
+    first = int(seconds.inner_text())
+    expect(seconds).to_have_text(str(first - 1))  # counting down (the CSP forbids eval:
+    # Playwright's wait_for_function cannot run here, which is the point)
+    page.get_by_role("button", name="Undo").click()
+    page.wait_for_url("**/drafts/*/")
+    assert page.get_by_label("Subject").input_value() == "Not yet"
+    assert page.locator("li[data-attachment]").inner_text().startswith("plan.txt")
+    assert not OutboxMessage.objects.exists()
     assert not page.console_errors, page.console_errors
