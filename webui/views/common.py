@@ -29,10 +29,6 @@ def run_service(request: HttpRequest, action: Callable[..., Any], *args: Any, **
     return None
 
 
-def wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
 def increment(key: str, timeout: float | None) -> None:
     """Add one to a cache counter, starting it at 1 (``timeout`` runs from the start and is
     never extended, so a window ends on time)."""

@@ -26,7 +26,6 @@ from django.views.decorators.http import require_POST
 from mailer import precheck, services
 from mailer.models import Attachment, Draft, UserPreferences
 from webui.forms import AttachmentUploadForm, ComposeForm
-from webui.views.common import wants_json
 from webui.views.outbox import counts_changed
 
 TEXT_FIELDS = ("to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html")
@@ -150,8 +149,6 @@ def compose(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 for error in errors:
                     shown.add_error(field if field in shown.fields else None, error)
             return _render_compose(request, shown, draft, attachments, status=400)
-        if wants_json(request):
-            return _autosave_reply(draft)
         messages.success(request, "Draft saved.")
         return redirect("draft", pk=draft.pk)
 
