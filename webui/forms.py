@@ -21,7 +21,7 @@ _MODEL_FIELDS = {f.name for f in SmtpAccount._meta.get_fields()}
 class AccountForm(forms.ModelForm):
     preset = forms.ChoiceField(
         required=False,
-        choices=[("", "— Choose a provider to fill in the server —")] + presets.choices(),
+        choices=[("", "Choose a provider…")] + presets.choices(),
         help_text="Fills in host, port and security for a common provider.",
     )
     # Write-only: never rendered back (render_value=False); blank on edit keeps the stored one.
@@ -49,6 +49,7 @@ class AccountForm(forms.ModelForm):
         help_texts = {
             "allow_plaintext_auth": "Only for a server on this machine or a trusted network.",
             "verify_tls": "Leave on. Turn off only for a test server you control.",
+            "quota_per_minute": "Empty: no limit. Mail over a limit waits; it never fails.",
         }
 
     def __init__(self, *args, owner, **kwargs):
