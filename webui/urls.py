@@ -1,11 +1,12 @@
 from django.urls import path
 
-from webui.views import accounts, auth, compose, home, outbox
+from webui.views import accounts, auth, compose, home, outbox, preferences
 
 urlpatterns = [
     path("login/", auth.login, name="login"),
     path("logout/", auth.logout, name="logout"),
     path("", home.home, name="home"),
+    path("preferences/", preferences.preferences, name="preferences"),
     # Accounts
     path("accounts/", accounts.account_list, name="accounts"),
     path("accounts/new/", accounts.account_add, name="account_add"),
