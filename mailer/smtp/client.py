@@ -15,6 +15,8 @@ import re
 import select
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -54,6 +56,11 @@ _MAX_AUTH_ROUNDS = 8
 # With PIPELINING, intermediate BDAT replies are read in batches; bound how many may wait.
 _MAX_UNREAD_BDAT = 16
 _TRANSCRIPT_LINE = 1000
+# Plain TCP on Linux uses a blocking socket with the kernel's SO_RCVTIMEO/SO_SNDTIMEO:
+# Python's own socket timeouts poll() before every send and receive, a second system call
+# each time. (TLS sockets keep Python's timeouts: CPython's ssl module would wait forever
+# on a blocking socket whose kernel timeout expired.)
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 # Before a transaction, look for a server-side close only if the connection was idle this long.
 _IDLE_CHECK_AFTER = 0.05
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -145,7 +152,7 @@ class _Reader:
             start = len(buf)
             try:
                 chunk = self._sock.recv(_RECV_SIZE)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: a kernel timeout
                 if self.patient_until is None or time.monotonic() >= self.patient_until:
                     raise
                 continue
@@ -182,7 +189,7 @@ class _IOGuard:
         if isinstance(exc, SMTPServerDisconnected | SMTPProtocolError):
             client.close()
             return  # re-raised as it is
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError | BlockingIOError):  # the latter: a kernel timeout
             client.close()
             raise client._timeout(phase) from exc
         if isinstance(exc, ssl.SSLError):
@@ -261,6 +268,7 @@ class SMTPClient:
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None
         self._current_timeout: float | None = None
+        self._kernel_timeouts = False
         self._last_reply = 0.0
         self._tls = False
         self._connected = False
@@ -461,6 +469,8 @@ class SMTPClient:
         sock, self._sock, self._reader = self._sock, None, None
         self._connected = False
         self._tls = False
+        self._kernel_timeouts = False
+        self._current_timeout = None
         if sock is not None:
             try:
                 sock.close()
@@ -524,6 +534,10 @@ class SMTPClient:
         self._sock = sock
         self._reader = _Reader(sock)
         self._current_timeout = self.connect_timeout
+        if self.security is Security.NONE and _KERNEL_TIMEOUTS:
+            sock.settimeout(None)
+            self._kernel_timeouts = True
+            self._current_timeout = None
         if self.security is Security.TLS:
             assert ctx is not None
             self._handshake(ctx, "connect")
@@ -684,15 +698,19 @@ class SMTPClient:
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
                 return
-            sock.setblocking(False)
             try:
-                chunk = sock.recv(_RECV_SIZE)
+                if isinstance(sock, ssl.SSLSocket):
+                    sock.setblocking(False)
+                    try:
+                        chunk = sock.recv(_RECV_SIZE)
+                    finally:
+                        sock.settimeout(self._current_timeout)
+                else:
+                    chunk = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
             except (ssl.SSLWantReadError, BlockingIOError):
                 return  # only TLS housekeeping (e.g. TLS 1.3 session tickets)
             except OSError:
                 chunk = b""
-            finally:
-                sock.settimeout(self._current_timeout)
             if not chunk:
                 self.close()
                 raise SMTPServerDisconnected(
@@ -722,10 +740,14 @@ class SMTPClient:
         A seekable file is scanned block by block and rewound; a non-seekable one is not
         scanned (the caller's ``body_8bit``/``smtputf8``/``size_hint`` are used).
         """
-        if isinstance(message, bytes | bytearray | memoryview):
-            data = bytes(message) if isinstance(message, memoryview) else message
-            header_end = _header_end(data[:_SCAN_HEADERS_MAX])
-            return len(data), not data.isascii(), not data[:header_end].isascii()
+        if isinstance(message, bytes | bytearray):
+            # No slicing of the whole message: a 25 MB message must not be copied here.
+            header_end = _header_end(message, _SCAN_HEADERS_MAX)
+            return len(message), not message.isascii(), not message[:header_end].isascii()
+        if isinstance(message, memoryview):
+            head = bytes(message[:_SCAN_HEADERS_MAX])
+            has_8bit = any(not block.isascii() for block in iter_blocks(message))
+            return message.nbytes, has_8bit, not head[: _header_end(head, len(head))].isascii()
         need_scan = body_8bit is None or smtputf8 is None
         try:
             seekable = message.seekable()
@@ -744,7 +766,7 @@ class SMTPClient:
                 continue
             if in_headers:
                 head = (head + block)[:_SCAN_HEADERS_MAX]
-                end = _header_end(head)
+                end = _header_end(head, len(head))
                 if end < len(head) or len(head) >= _SCAN_HEADERS_MAX:
                     in_headers = False
                     header_8bit = not head[:end].isascii()
@@ -993,9 +1015,17 @@ class SMTPClient:
     def _set_timeout(self, timeout: float) -> None:
         # settimeout() costs a system call; messages on a kept connection repeat the same
         # values, so only change it when it differs.
-        if timeout != self._current_timeout and self._sock is not None:
+        if timeout == self._current_timeout or self._sock is None:
+            return
+        if self._kernel_timeouts:
+            seconds = int(timeout)
+            micros = max(int((timeout - seconds) * 1_000_000), 0 if seconds else 1)
+            timeval = struct.pack("@ll", seconds, micros)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        else:
             self._sock.settimeout(timeout)
-            self._current_timeout = timeout
+        self._current_timeout = timeout
 
     def _data_error(
         self, reply: Reply, result: SendResult, phase: str
@@ -1121,7 +1151,8 @@ class SMTPClient:
         self.transcript.append(line)
 
 
-def _header_end(data: bytes) -> int:
-    """Offset of the blank line ending the header section (or len(data) if none)."""
-    ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
-    return min(ends) if ends else len(data)
+def _header_end(data: bytes | bytearray, limit: int) -> int:
+    """Offset of the blank line ending the header section in ``data[:limit]`` (or the limit
+    if none), found without copying ``data``."""
+    ends = [i for i in (data.find(b"\n\n", 0, limit), data.find(b"\n\r\n", 0, limit)) if i >= 0]
+    return min(ends) if ends else min(limit, len(data))

@@ -89,7 +89,11 @@ def normalise(message: bytes) -> bytes:
 def iter_blocks(message: bytes | BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
     """Yield the message in blocks without copying it whole (bytes) or reading it whole (file)."""
     if isinstance(message, bytes | bytearray | memoryview):
-        view = memoryview(message)
+        if isinstance(message, bytes) and len(message) <= block_size:
+            if message:
+                yield message  # the common small message: no copy at all
+            return
+        view = memoryview(message).cast("B")
         for start in range(0, len(view), block_size):
             yield bytes(view[start : start + block_size])
         return

@@ -74,3 +74,13 @@ def test_it_delivers_exactly_the_normalised_message_with_bdat(bdat_client, data,
     client.send("a@example.org", ["b@example.org"], Dribble(message, step), body_8bit=True)
     assert session.messages[-1].content == normalise(message)
     assert session.messages[-1].via == "BDAT"
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_it_takes_any_bytes_like_message(data_client, kind):
+    server, client = data_client
+    message = b"Subject: kinds\n\n" + "é\n".encode() * 200_000  # over one block, 8-bit
+    client.send("a@example.org", ["b@example.org"], kind(message))
+    received = server.messages[-1]
+    assert received.content == normalise(message)
+    assert "BODY=8BITMIME" in received.mail_options
