@@ -73,8 +73,14 @@ def usage(account, now: datetime | None = None) -> list[tuple[timedelta, int, in
     if not rules:
         return []
     now = now or timezone.now()
-    backend = _RedisLog if _redis_url() else _DatabaseLog
-    return [(w, backend.count(account.pk, now - w), n) for w, n in rules]
+    if not _redis_url():
+        return [(w, _DatabaseLog.count(account.pk, now - w), n) for w, n in rules]
+    try:
+        return [(w, _RedisLog.count(account.pk, now - w), n) for w, n in rules]
+    except _redis_errors() as exc:
+        # A page must not break because the counters are out of reach: show no usage.
+        log.warning("quota store (Redis) unavailable for account=%s: %s", account.pk, exc)
+        return []
 
 
 def _redis_url() -> str:

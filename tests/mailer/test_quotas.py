@@ -154,6 +154,7 @@ def test_redis_being_down_defers_rather_than_oversends(settings, django_user_mod
     settings.MAILROOM_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     account = make_account(django_user_model, quota_per_minute=5)
     assert quotas.reserve(account, now=T0) == T0 + timedelta(seconds=60)
+    assert quotas.usage(account, now=T0) == []  # a page showing usage still renders
 
 
 # --- concurrency: exactly N pass per window, whoever asks ---------------------------------
