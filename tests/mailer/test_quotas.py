@@ -145,7 +145,6 @@ def test_the_database_log_forgets_what_is_older_than_a_day(database_store, djang
     assert QuotaUsage.objects.filter(account=account).count() == 1
 
 
-@pytest.mark.services
 @pytest.mark.django_db
 def test_redis_being_down_defers_rather_than_oversends(settings, django_user_model):
     # A closed port on loopback: nothing answers there.
