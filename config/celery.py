@@ -25,8 +25,10 @@ def _schedule_sweep(sender, **kwargs) -> None:
         settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"), name="mailroom-sweep"
     )
     # Held mail (undo window, send later) is released within a couple of seconds of its
-    # time by a cheaper, more frequent look at the scheduled rows only.
-    sender.add_periodic_task(
-        settings.MAILROOM_RELEASE_SECONDS, sender.signature("mailer.tasks.release_holds"),
-        name="mailroom-release-holds",
-    )
+    # time by a cheaper, more frequent look at the scheduled rows only (pointless when the
+    # sweep itself runs that often).
+    if settings.MAILROOM_RELEASE_SECONDS < settings.MAILROOM_SWEEP_SECONDS:
+        sender.add_periodic_task(
+            settings.MAILROOM_RELEASE_SECONDS, sender.signature("mailer.tasks.release_holds"),
+            name="mailroom-release-holds",
+        )

@@ -25,7 +25,9 @@ PASSWORD = "the-right-password"
 
 @pytest.fixture(autouse=True)
 def _empty_queue():
-    # Wake-ups and sweeps left by an earlier test must not delay this one's.
+    # Wake-ups and sweeps left by another test must not delay this one's, nor the next's.
+    purge_queue()
+    yield
     purge_queue()
 
 
