@@ -14,6 +14,13 @@ from django.db import models
 from django.db.models import Q
 
 from mailer import crypto
+from mailer.validators import (
+    validate_ca_certificate,
+    validate_host,
+    validate_mail_address,
+    validate_port,
+    validate_single_line,
+)
 
 
 class SmtpAccount(models.Model):
@@ -33,11 +40,11 @@ class SmtpAccount(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="smtp_accounts"
     )
     label = models.CharField(max_length=100)
-    from_name = models.CharField(max_length=200, blank=True)
-    from_address = models.CharField(max_length=320)
-    reply_to = models.CharField(max_length=320, blank=True)
-    host = models.CharField(max_length=255)
-    port = models.PositiveIntegerField(default=587)
+    from_name = models.CharField(max_length=200, blank=True, validators=[validate_single_line])
+    from_address = models.CharField(max_length=320, validators=[validate_mail_address])
+    reply_to = models.CharField(max_length=320, blank=True, validators=[validate_mail_address])
+    host = models.CharField(max_length=255, validators=[validate_host])
+    port = models.IntegerField(default=587, validators=[validate_port])
     security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
     auth_mechanism = models.CharField(
         max_length=10, choices=AuthMechanism.choices, default=AuthMechanism.AUTO
@@ -47,7 +54,9 @@ class SmtpAccount(models.Model):
     # The password or OAuth2 token, Fernet-encrypted (mailer.crypto); never in a page or log.
     secret_encrypted = models.TextField(blank=True, default="")
     verify_tls = models.BooleanField(default=True)
-    ca_certificate = models.TextField(blank=True, help_text="PEM text of an extra trusted CA.")
+    ca_certificate = models.TextField(
+        blank=True, help_text="PEM text of an extra trusted CA.", validators=[validate_ca_certificate]
+    )
     quota_per_minute = models.PositiveIntegerField(null=True, blank=True)
     quota_per_hour = models.PositiveIntegerField(null=True, blank=True)
     quota_per_day = models.PositiveIntegerField(null=True, blank=True)
