@@ -239,7 +239,7 @@ class SMTPClient:
         self.security = Security(security)
         if local_hostname is not None:
             _check_arg(local_hostname, "local host name", "ehlo")
-            if " " in local_hostname or not local_hostname:
+            if " " in local_hostname or not local_hostname or not local_hostname.isascii():
                 raise SMTPCommandArgumentError(
                     f"The local host name {local_hostname!r} is not a valid EHLO name.",
                     phase="ehlo",

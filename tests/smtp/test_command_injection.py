@@ -75,7 +75,7 @@ def test_it_never_lets_a_control_character_through(mini, prefix, control, suffix
 
 
 def test_it_refuses_a_control_character_in_the_ehlo_name():
-    for name in ["host" + INJECT, "host\n", "a b"]:
+    for name in ["host" + INJECT, "host\n", "a b", "hôst.example"]:
         with pytest.raises(errors.SMTPCommandArgumentError):
             SMTPClient("127.0.0.1", 25, local_hostname=name)
 
