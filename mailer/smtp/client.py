@@ -1008,7 +1008,9 @@ class SMTPClient:
         if remaining <= 0:
             raise self._timeout("data")
         assert self._sock is not None
-        self._set_timeout(min(self.command_timeout, remaining))
+        wanted = self.command_timeout if remaining > self.command_timeout else remaining
+        if wanted != self._current_timeout:
+            self._set_timeout(wanted)
         with self._io("data"):
             self._sock.sendall(data)
 
@@ -1095,18 +1097,24 @@ class SMTPClient:
         reader = self._reader
         if reader is None:
             raise SMTPServerDisconnected("Not connected to the server.", phase=phase)
-        self._set_timeout(self.command_timeout if timeout is None else timeout)
-        if patience is not None:
-            reader.patient_until = time.monotonic() + patience
-        try:
-            with self._io(phase):
+        wanted = self.command_timeout if timeout is None else timeout
+        if wanted != self._current_timeout:
+            self._set_timeout(wanted)
+        if patience is None:
+            with _IOGuard(self, phase):
                 reply = read_reply(reader.readline, phase=phase)
-        finally:
-            reader.patient_until = None
+        else:
+            reader.patient_until = time.monotonic() + patience
+            try:
+                with _IOGuard(self, phase):
+                    reply = read_reply(reader.readline, phase=phase)
+            finally:
+                reader.patient_until = None
         self._last_reply = time.monotonic()
-        self._log_reply(reply)
-        if reply.code == SMTPStatus.NOT_AVAILABLE:
-            # 421: the server is closing the transmission channel (RFC 5321 section 3.8).
+        if self.record_transcript:
+            self._log_reply(reply)
+        if reply.code == 421:
+            # The server is closing the transmission channel (RFC 5321 section 3.8).
             self.close()
         return reply
 

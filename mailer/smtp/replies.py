@@ -128,6 +128,8 @@ class Reply:
                 enhanced = ".".join(match.groups())
         if enhanced is None:
             return cls(code, None, "\n".join(lines), lines)
+        if len(lines) == 1:
+            return cls(code, enhanced, first[match.end() :], lines)
         texts = []
         for line in lines:
             if line.startswith(enhanced):
