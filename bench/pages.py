@@ -132,29 +132,41 @@ def _fill(n_messages: int):
     return user, accounts, target, fill_seconds
 
 
-def _measure(client, url: str, runs: int, *, cold: bool = False) -> tuple[float, int, int]:
-    """Median milliseconds, queries of one request, response size. ``cold``: empty the
-    cache (the history's cached tab counts) before every request, outside the timing."""
-    from django.core.cache import cache
+def _queries(client, url: str) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    for _ in range(3):  # warm-up: caches, template loading, query plans
+    with CaptureQueriesContext(connection) as captured:
         response = client.get(url)
-        assert response.status_code == 200, (url, response.status_code)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(captured)  # read now: the next request clears the connection's query log
+
+
+def _measure(client, url: str, baseline, runs: int, *, cold: bool = False):
+    """Median milliseconds of ``url`` and of the login page, requested alternately (so a
+    machine that gets busier during the run slows both alike), and the query count.
+    ``cold``: empty the cache (the history's tab counts) before every request of ``url``,
+    outside the timing."""
+    from django.core.cache import cache
+
+    anonymous, login_url = baseline
+    for _ in range(3):  # warm-up: template loading, query plans, connections
+        client.get(url)
+        anonymous.get(login_url)
     if cold:
         cache.clear()
-    with CaptureQueriesContext(connection) as captured:
-        client.get(url)
-    queries = len(captured)  # now: the next request clears the connection's query log
-    times = []
+    queries = _queries(client, url)
+    page_times, login_times = [], []
     for _ in range(runs):
         if cold:
             cache.clear()
         started = time.perf_counter()
-        response = client.get(url)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000, queries, len(response.content)
+        client.get(url)
+        page_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        anonymous.get(login_url)
+        login_times.append(time.perf_counter() - started)
+    return statistics.median(page_times) * 1000, statistics.median(login_times) * 1000, queries
 
 
 def main() -> int:
@@ -174,6 +186,7 @@ def main() -> int:
 
 def _run(args) -> int:
     from django.conf import settings
+    from django.core.cache import cache
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
@@ -192,8 +205,9 @@ def _run(args) -> int:
     anonymous = Client()
     client = Client()
     client.force_login(user)
-    baseline_ms, baseline_q, _ = _measure(anonymous, "/login/", args.runs)
-    print(f"  {'Django login page (baseline)':<44} {baseline_ms:7.2f} ms  {baseline_q:2d} queries")
+    baseline = (anonymous, "/login/")
+    print(f"  Django's login page (the baseline): {_queries(anonymous, '/login/')} queries; "
+          "its time is measured alternately with each page")
 
     since = (timezone.localdate() - timezone.timedelta(days=30)).isoformat()
     pages = [
@@ -206,30 +220,33 @@ def _run(args) -> int:
         ("message page", f"/messages/{target.pk}/"),
         ("message page, live status (htmx poll)", f"/messages/{target.pk}/status/"),
     ]
-    worst = 0.0
-    print("  (warm: tab counts cached, as within 10 s of the previous request;"
-          " cold: counted afresh)")
+    over = []
+    print("  (history: warm = tab counts cached, as within 10 s of the previous request;"
+          " cold = counted afresh)")
     for label, url in pages:
-        ms, queries, _size = _measure(client, url, args.runs)
-        ratio = ms / baseline_ms
-        worst = max(worst, ratio)
-        line = f"  {label:<44} {ms:7.2f} ms  {queries:2d} queries  ratio {ratio:5.2f}×"
+        ms, login_ms, queries = _measure(client, url, baseline, args.runs)
+        ratio = ms / login_ms
+        line = (f"  {label:<40} {ms:7.2f} ms  {queries:2d} queries  login {login_ms:5.2f} ms"
+                f"  ratio {ratio:6.2f}×")
         if url.startswith("/outbox/"):
-            cold_ms, cold_q, _ = _measure(client, url, args.runs, cold=True)
-            line += (f"   cold {cold_ms:7.2f} ms  {cold_q:2d} queries  "
-                     f"ratio {cold_ms / baseline_ms:5.2f}×")
+            cold_ms, cold_login_ms, cold_q = _measure(client, url, baseline, args.runs, cold=True)
+            line += f" | cold {cold_ms:7.2f} ms  {cold_q:2d} q  ratio {cold_ms / cold_login_ms:6.2f}×"
+        if ratio >= TARGET_RATIO:
+            over.append(label)
         print(line)
 
     counts = {}
     for size in (10, 50, 200):
         outbox_views.PAGE_SIZE = size
-        counts[size] = _measure(client, "/outbox/", 3, cold=True)[1]
+        cache.clear()
+        counts[size] = _queries(client, "/outbox/")
     outbox_views.PAGE_SIZE = 50
     constant = len(set(counts.values())) == 1
     print("  queries by page size: " + ", ".join(f"{k} rows → {v}" for k, v in counts.items())
           + (" (constant)" if constant else " (NOT constant)"))
-    ok = constant and worst < TARGET_RATIO
-    print(f"worst ratio {worst:.2f}× (target < {TARGET_RATIO:.0f}×): {'met' if ok else 'NOT met'}")
+    ok = constant and not over
+    print(f"target < {TARGET_RATIO:.0f}× the login page (warm): "
+          + ("met by every page" if not over else "NOT met by " + "; ".join(over)))
     return 0 if ok else 1
 
 
