@@ -60,7 +60,11 @@ def poll_seconds(message: OutboxMessage) -> int | None:
     """How often a page showing this message asks for news; None once it is final."""
     if message.status in OutboxMessage.FINAL_STATUSES:
         return None
-    return 2 if message.status in (S.QUEUED, S.SENDING) or message.hold_until else 5
+    if message.status in (S.QUEUED, S.SENDING) or message.hold_until:
+        return 2
+    due = message.next_attempt_at
+    # Waiting a long time (scheduled for tomorrow, a retry in an hour): ask less often.
+    return 30 if due and due - timezone.now() > timedelta(minutes=1) else 5
 
 
 def _filtered(request: HttpRequest, form: OutboxFilterForm) -> QuerySet[OutboxMessage]:
