@@ -429,7 +429,8 @@ _HINTS: list[tuple[type[errors.SMTPError], str]] = [
     ),
     (
         errors.SMTPConnectError,
-        "Check the host name and port, and that the server is running and reachable.",
+        "Check --server (host name and port), and that the server is running and can be "
+        "reached from this machine.",
     ),
     (
         errors.SMTPTimeoutError,
@@ -586,7 +587,7 @@ def _print_human(
             )
         if report.get("data_reply"):
             print(f"The server's final reply: {report['data_reply']}", file=out)
-        if report.get("message_id"):
+        if report.get("message_id") and exc is None:
             print(f"Message-ID: {report['message_id']}", file=out)
     if exc is not None:
         verb = "Check failed" if args.command == "check" else "Not sent"

@@ -155,7 +155,8 @@ def test_it_exits_2_when_the_server_is_down() -> None:
     )
     assert run.returncode == 2
     assert "Not sent:" in run.stderr
-    assert "What to do: Check the host name and port" in run.stderr
+    assert "What to do: Check --server (host name and port)" in run.stderr
+    assert "Message-ID" not in run.stdout  # nothing was sent
 
 
 @pytest.mark.parametrize(
