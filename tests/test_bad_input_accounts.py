@@ -65,18 +65,6 @@ BAD = [
 ]
 
 
-# Known gaps (bugs, reported): neither the account form nor the model checks these fields
-# yet, so the bad value is saved and every send from the account fails later. Strict: a fix
-# makes the case pass, and then this entry must go.
-# (All fixed by the validators on mailer.models.SmtpAccount.)
-GAPS: dict[str, str] = {}
-BAD = [
-    pytest.param(*p.values, id=p.id, marks=[pytest.mark.xfail(strict=True, reason=f"bug: {GAPS[p.id]}")]
-                 if p.id in GAPS else ())
-    for p in BAD
-]
-
-
 def _data(bad: dict[str, str]) -> dict[str, str]:
     data = {**GOOD, **bad}
     special = {"PRIVATE_KEY": _private_key_pem, "TRUNCATED": _truncated_cert}
