@@ -130,6 +130,9 @@ def send_draft(
             scheduled_at=send_at if send_at and send_at > now else None,
             hold_until=hold_until,
             source_draft=_draft_snapshot(draft),
+            # Mail of a paused account waits (it is not claimed) until the account is fixed.
+            wait_reason=f"The account is paused. {account.paused_reason}".strip()[:500]
+            if account.paused_at is not None else "",
         )
         message.eml.save("message.eml", ContentFile(frozen.eml), save=False)
         message.save()

@@ -27,3 +27,15 @@ def test_it_pauses_the_account_keeps_the_mail_and_resumes_when_fixed(owner):
         assert delivery.deliver(msg.pk) == "sent"
         assert server.connections == connections_before + 1
         assert [r.message_id for r in server.received] == [msg.message_id]
+
+
+def test_mail_sent_while_the_account_is_paused_says_why_it_waits(owner, account, server):
+    from django.utils import timezone
+
+    account.paused_at, account.paused_reason = timezone.now(), "The server refused the password."
+    account.save()
+    msg = send(owner, account)
+    assert msg.wait_reason == "The account is paused. The server refused the password."
+    assert delivery.deliver(msg.pk) is None
+    services.resume_account(owner, account)
+    assert delivery.deliver(msg.pk) == "sent"
