@@ -108,3 +108,10 @@ def test_it_needs_a_recipient(owner, acct):
     with pytest.raises(ValidationError) as err:
         mime.build_from_draft(make_draft(owner, acct, to=""))
     assert "Add at least one recipient" in err.value.message_dict["to"][0]
+
+
+def test_it_refuses_a_line_break_in_an_attachment_name(owner, acct):
+    with pytest.raises(ValidationError) as err:
+        mime.build_message(account=acct, to="a@example.org",
+                           attachments=[("evil\r\nBcc: x@example.org.txt", "text/plain", b"x")])
+    assert "line break" in err.value.message_dict["attachments"][0]
