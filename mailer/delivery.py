@@ -276,6 +276,7 @@ class _Result:
     throttled: bool = False  # the provider asked us to slow down
     split: bool = False  # some recipients wait for another transaction
     lease_lost: bool = False
+    reused: bool = False  # sent over a cached connection
 
 
 def deliver(message_id: int) -> str | None:
@@ -331,8 +332,6 @@ def _attempt_smtp(message, attempt, account, pending) -> _Result:
 
     try:
         client, reused = connections.acquire(account)
-        if reused:
-            DeliveryAttempt.objects.filter(pk=attempt.pk).update(connection_reused=True)
         _clear_transcript(client)
         client.end_of_data_hook = hook
         with message.eml.open("rb") as fh:
@@ -350,7 +349,7 @@ def _attempt_smtp(message, attempt, account, pending) -> _Result:
             log.exception("delivery entry=%s unexpected error", message.pk)
         return _failure_result(exc, pending, transcript, account)
     client.end_of_data_hook = None
-    result = _Result(reply=send.data_reply, transcript=list(client.transcript or []))
+    result = _Result(reply=send.data_reply, transcript=list(client.transcript or []), reused=reused)
     connections.release(account, client)
     for r in send.recipients:
         if r.accepted:
@@ -524,6 +523,7 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             reply_text=(getattr(reply, "text", None) or ""),
             error_class=type(result.error).__name__ if result.error is not None else "",
             transcript="\n".join(result.transcript),
+            connection_reused=result.reused,
             recipients=[
                 {"address": a, "status": s, "code": c, "enhanced": e, "text": t}
                 for a, (s, c, e, t) in result.recipients.items()
