@@ -427,13 +427,6 @@ class Lab:
             ids.append(services.send_draft(self.user, draft, hold_seconds=0).pk)
         return ids
 
-    def statuses(self, ids: list[int]) -> collections.Counter:
-        from mailer.models import OutboxMessage
-
-        return collections.Counter(
-            OutboxMessage.objects.filter(pk__in=ids).values_list("status", flat=True)
-        )
-
     def count(self, ids: list[int], *states: str) -> int:
         from mailer.models import OutboxMessage
 
