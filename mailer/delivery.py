@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -304,7 +305,7 @@ def deliver(message_id: int) -> str | None:
             _log(message, account, "quota", started)
             return "quota"
         result = _attempt_smtp(message, attempt, account, pending)
-    outcome = _record(message, attempt, account, result)
+    outcome = _record_retrying(message, attempt, account, result)
     _log(message, account, outcome, started)
     return outcome
 
@@ -430,6 +431,31 @@ def _throttle(account: SmtpAccount, now: datetime) -> datetime:
     return until
 
 
+# Waits between tries to record a result when the database connection failed.
+_RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0)
+
+
+def _record_retrying(message, attempt, account, result: _Result) -> str:
+    """Record the result, reconnecting to the database if the connection died meanwhile.
+
+    After the server's final reply the worker knows the outcome for certain; losing it
+    with a dropped connection would leave the message to expire into ``unknown`` (and a
+    user's "send again" would then duplicate it). We still hold the lease, so trying again
+    on a fresh connection is safe: ``_record`` is one transaction, conditional on our
+    attempt id."""
+    for delay in (*_RECORD_RETRY_DELAYS, None):
+        try:
+            return _record(message, attempt, account, result)
+        except (OperationalError, InterfaceError) as exc:
+            if delay is None:
+                raise
+            log.warning("delivery entry=%s could not record its result (%s); reconnecting",
+                        message.pk, exc)
+            db_connection.close()
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _Result) -> str:
     """Write the attempt's result, only if the message still carries our attempt id."""
     if result.lease_lost:
@@ -442,6 +468,11 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             pk=message.pk, attempt_id=attempt.attempt_id, status=Status.SENDING
         ).first()
         if held is None:
+            recorded = DeliveryAttempt.objects.filter(pk=attempt.pk).values_list("outcome", flat=True).first()
+            if recorded not in (Outcome.IN_PROGRESS, Outcome.LEASE_EXPIRED, Outcome.UNKNOWN, None):
+                # Our own earlier try committed, but the database connection died before
+                # it could say so (see _record_retrying): the result is already there.
+                return str(recorded)
             log.warning("delivery entry=%s attempt %s no longer holds the message; result dropped",
                         message.pk, attempt.attempt_id)
             DeliveryAttempt.objects.filter(pk=attempt.pk).update(
