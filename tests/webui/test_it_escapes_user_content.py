@@ -1,6 +1,8 @@
 """Whatever a user, a file name or a server puts into a field shows as text: a subject or
 a file name of ``<script>`` is never markup on any page."""
 
+from urllib.parse import quote
+
 from django.utils import timezone
 
 from mailer.models import OutboxMessage, Recipient, SmtpAccount
@@ -41,7 +43,7 @@ def test_it_escapes_every_displayed_field(owner, owner_client):
     for url in ["/", "/accounts/", f"/accounts/{account.pk}/", f"/accounts/{account.pk}/edit/",
                 "/drafts/", f"/drafts/{draft.pk}/", "/compose/", "/outbox/", "/outbox/?tab=failed",
                 f"/messages/{message.pk}/", f"/messages/{message.pk}/row/",
-                f"/messages/{message.pk}/status/"]:
+                f"/messages/{message.pk}/status/", f"/outbox/?q={quote(XSS)}&date_from=x"]:
         _assert_escaped(owner_client.get(url))
 
 

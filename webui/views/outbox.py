@@ -135,6 +135,7 @@ def outbox(request: HttpRequest) -> HttpResponse:
     keep.pop("tab", None)
     return render(request, "webui/outbox/list.html", {
         "form": form,
+        "accounts": form.fields["account"].queryset.only("pk", "label"),
         "tab": tab,
         "tabs": [(key, label, counts[key]) for key, label, _s in TABS],
         "page": page,
