@@ -1162,5 +1162,11 @@ class SMTPClient:
 def _header_end(data: bytes | bytearray, limit: int) -> int:
     """Offset of the blank line ending the header section in ``data[:limit]`` (or the limit
     if none), found without copying ``data``."""
-    ends = [i for i in (data.find(b"\n\n", 0, limit), data.find(b"\n\r\n", 0, limit)) if i >= 0]
-    return min(ends) if ends else min(limit, len(data))
+    # The CRLF form first: it is what nearly every message has, and it ends the search for
+    # the bare-LF form early (a CRLF message has no "\n\n" at all, so searching for it up
+    # to the limit read the whole message: ~90 µs for 100 KB, per message).
+    crlf = data.find(b"\n\r\n", 0, limit)
+    lf = data.find(b"\n\n", 0, crlf if crlf >= 0 else limit)
+    if lf >= 0:
+        return lf
+    return crlf if crlf >= 0 else min(limit, len(data))
