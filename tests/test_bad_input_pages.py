@@ -173,10 +173,38 @@ def test_it_answers_404_and_changes_nothing_when_posting_to_another_users_object
     assert not Draft.objects.filter(subject="hijacked").exists()
 
 
+# Ids of another user's objects hidden in form fields and query strings, not in the path.
+SMUGGLED = [
+    pytest.param("post", "/compose/", {"draft": "{d}", "subject": "hijacked", "action": "save"},
+                 404, id="compose-with-their-draft-id"),
+    pytest.param("post", "/compose/autosave/", {"draft": "{d}", "subject": "hijacked"}, 404,
+                 id="autosave-into-their-draft"),
+    pytest.param("post", "/compose/", {"account": "{a}", "to": "x@example.org",
+                                       "subject": "hijacked", "action": "send"}, 400,
+                 id="send-through-their-account"),
+    pytest.param("get", "/outbox/?account={a}", {}, (200, 400), id="outbox-filtered-by-their-account"),
+    pytest.param("get", "/outbox/?q=Quarterly", {}, 200, id="outbox-search-for-their-subject"),
+]
+
+
+@pytest.mark.parametrize(("method", "template", "data", "status"), SMUGGLED)
+def test_it_ignores_another_users_ids_in_forms_and_queries(
+    method, template, data, status, stranger, stranger_client, owned
+):
+    before = _state(*owned)
+    fill = {k: _url(v, *owned) for k, v in data.items()}
+    response = getattr(stranger_client, method)(_url(template, *owned), fill)
+    assert response.status_code in (status if isinstance(status, tuple) else (status,))
+    assert "Quarterly report" not in response.content.decode()  # nothing of theirs is shown
+    assert _state(*owned) == before
+    assert not OutboxMessage.objects.filter(owner=stranger).exists()
+    assert not Draft.objects.filter(subject="hijacked").exclude(owner=stranger).exists()
+
+
 # --- forms without their CSRF token ------------------------------------------------------
 
 CSRF_URLS = sorted(set(post_only_urls(*_MARK)) | set(POST_URLS)
-                   | {"/compose/", "/accounts/new/"})
+                   | {"/compose/", "/accounts/new/", "/login/"})
 
 
 @pytest.mark.parametrize("template", CSRF_URLS)
