@@ -4,12 +4,14 @@ got past the usage checks would fail with 2 (connection refused) instead of 64."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.ports import free_port
-from tests.smtp.cli_run import run_cli
+from tests.smtp.cli_run import ROOT, run_cli
 
 SECRET = "s3cret-Hunter2-never-shown"
 MISSING = "{tmp}/missing"  # a path that does not exist
@@ -146,3 +148,16 @@ def test_it_prints_help_with_exit_0() -> None:
     ):
         assert option in run.stdout
     assert "--password " not in run.stdout  # the refused option stays hidden
+
+
+def test_it_runs_without_django() -> None:
+    """House rule: mailer.smtp imports no Django, the tool included."""
+    code = (
+        "import sys, runpy; sys.argv = ['mailer.smtp', '--help']\n"
+        "try:\n    runpy.run_module('mailer.smtp', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'django'], 'django imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "check" in run.stdout and "send" in run.stdout
