@@ -590,7 +590,12 @@ def _print_human(
         if report.get("message_id") and exc is None:
             print(f"Message-ID: {report['message_id']}", file=out)
     if exc is not None:
-        verb = "Check failed" if args.command == "check" else "Not sent"
+        if args.command == "check":
+            verb = "Check failed"
+        elif isinstance(exc, errors.SMTPOutcomeUnknown):
+            verb = "Outcome unknown"  # the server may have the message: not "not sent"
+        else:
+            verb = "Not sent"
         print(f"{verb}: {exc}", file=sys.stderr)
         hint = _hint(exc)
         if hint:

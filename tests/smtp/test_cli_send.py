@@ -190,6 +190,7 @@ def test_it_exits_3_when_the_outcome_is_unknown(smtp_server: RunningServer) -> N
     # not 2: a script that retries on 2 must not resend what the server may have
     assert run.returncode == 3
     assert "may have it" in run.stderr
+    assert run.stderr.startswith("Outcome unknown: ")
     status, out = run_json(*_send(smtp_server, "bob@example.net", extra=_message()))
     assert status == 3
     assert out["error"]["type"] == "SMTPOutcomeUnknown"
