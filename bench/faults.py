@@ -371,6 +371,17 @@ class Lab:
                     self.start_workers(1, *self._concurrency.get(id(w), (2, None)))
             time.sleep(0.5)
 
+    def log_worker_errors(self) -> None:
+        """The most frequent error lines of every worker so far, for a failed scenario."""
+        lines = collections.Counter()
+        for path in (self.workdir / "data").glob("worker-*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if "ERROR" in line or "CRITICAL" in line or line.startswith(
+                        ("django.db.utils.", "psycopg.", "AttributeError", "KeyError")):
+                    lines[line.split("] ", 1)[-1][:200]] += 1
+        for text, n in lines.most_common(8):
+            log(f"  worker log x{n}: {text}")
+
     # -- servers and accounts
     def sink(self, **options):
         from tests.hostile_servers import start_sink
@@ -714,6 +725,9 @@ def run(plan: Plan, only: set[str] | None, keep: bool) -> list[Row]:
                 rows.append(row)
                 log(f"{row.scenario}: {row.states} once={row.once} twice={row.twice} "
                     f"lost={row.lost} {'; '.join(row.notes)}")
+                if not row.ok:
+                    lab.keep = True  # the logs are the evidence
+                    lab.log_worker_errors()
 
         for name, fn in INFRA.items():
             # The retry-unknown variant costs two worker restarts: full runs only, or asked.
