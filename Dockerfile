@@ -13,7 +13,9 @@ COPY pyproject.toml README.md manage.py ./
 COPY config ./config
 COPY mailer ./mailer
 COPY webui ./webui
-RUN pip install . \
+# Editable: the code (templates and static files included) is imported from /app itself,
+# whichever way a process starts (manage.py, gunicorn, celery).
+RUN pip install -e . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin mailroom \
     && mkdir -p /data \
     && chown mailroom:mailroom /data
