@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -270,8 +270,8 @@ class _Result:
 
     decision: policy.Decision | None = None  # the message-level decision, after an error
     error: BaseException | None = None
-    # address -> (recipient status, code, enhanced, text)
-    recipients: dict[str, tuple[str, int | None, str, str]] = field(default_factory=dict)
+    # address -> (recipient status, code, enhanced, the server's words, plain-words reason)
+    recipients: dict[str, tuple[str, int | None, str, str, str]] = field(default_factory=dict)
     reply: object | None = None
     transcript: list[str] = field(default_factory=list)
     throttled: bool = False  # the provider asked us to slow down
@@ -295,7 +295,7 @@ def deliver(message_id: int) -> str | None:
         text = ("The account this message was to be sent from has been deleted. Edit the "
                 "message as a new draft and choose another account.")
         result = _Result(decision=policy.Decision(Action.FAIL_MESSAGE, text, "account-deleted"))
-        result.recipients = {r.address: (RStatus.FAILED, None, "", text) for r in pending}
+        result.recipients = {r.address: (RStatus.FAILED, None, "", "", text) for r in pending}
     elif not pending:
         result = _Result()
     else:
@@ -355,7 +355,7 @@ def _attempt_smtp(message, attempt, account, pending) -> _Result:
     for r in send.recipients:
         if r.accepted:
             rep = send.data_reply or r.reply
-            result.recipients[r.address] = (RStatus.ACCEPTED, rep.code, rep.enhanced or "", rep.text)
+            result.recipients[r.address] = (RStatus.ACCEPTED, rep.code, rep.enhanced or "", rep.text, "")
         else:
             _refused(result, r)
     return result
@@ -367,7 +367,8 @@ def _refused(result: _Result, rr) -> None:
     result.throttled |= decision.action == Action.THROTTLE_ACCOUNT
     result.split |= decision.action == Action.SPLIT_RECIPIENTS
     status = _RECIPIENT_STATUS.get(decision.action, RStatus.DEFERRED)
-    result.recipients[rr.address] = (status, rr.reply.code, rr.reply.enhanced or "", decision.reason)
+    result.recipients[rr.address] = (status, rr.reply.code, rr.reply.enhanced or "",
+                                     rr.reply.text, decision.plain)
 
 
 def _clear_transcript(client) -> None:
@@ -388,9 +389,7 @@ def _failure_result(exc: BaseException, pending, transcript, account) -> _Result
     decision = policy.classify_error(exc, limit=_size_limit(account))
     if decision.action is Action.UNKNOWN and policy.retry_unknown():
         # The setting prefers a possible duplicate to a loss: retry like a deferral.
-        decision = policy.Decision(Action.DEFER, decision.reason, decision.rule, decision.phase,
-                                   decision.code, decision.enhanced, decision.text,
-                                   decision.error_class)
+        decision = replace(decision, action=Action.DEFER)
     reply = getattr(exc, "reply", None)
     result = _Result(decision=decision, error=exc, reply=reply, transcript=transcript)
     result.throttled = decision.action == Action.THROTTLE_ACCOUNT
@@ -408,7 +407,7 @@ def _failure_result(exc: BaseException, pending, transcript, account) -> _Result
         if rr is not None and not rr.accepted:
             _refused(result, rr)
         else:
-            result.recipients[r.address] = (status, code, enhanced, decision.reason)
+            result.recipients[r.address] = (status, code, enhanced, decision.text, decision.plain)
     return result
 
 
@@ -482,10 +481,11 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
         message = held
         rows = {r.address: r for r in message.recipients.all()}
         changed = []
-        for address, (status, code, enhanced, text) in result.recipients.items():
+        for address, (status, code, enhanced, text, reason) in result.recipients.items():
             r = rows.get(address)
             if r is not None:
-                r.status, r.code, r.enhanced, r.text, r.updated_at = status, code, enhanced, text[:5000], now
+                r.status, r.code, r.enhanced, r.updated_at = status, code, enhanced, now
+                r.text, r.reason = text[:5000], reason[:5000]
                 changed.append(r)
         waiting = [r for r in rows.values() if r.status in Recipient.RETRY_STATUSES]
         accepted = any(r.status == RStatus.ACCEPTED for r in rows.values())
@@ -509,7 +509,7 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             age = _age_words(message, now)
             for r in waiting:
                 r.status, r.updated_at = RStatus.FAILED, now
-                r.text = f"Gave up after {age}: {r.text}"[:5000]
+                r.reason = f"Gave up after {age}: {r.reason}"[:5000]
                 if r not in changed:
                     changed.append(r)
             update.update(status=Status.SENT if accepted else Status.FAILED, next_attempt_at=None,
@@ -543,7 +543,8 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             update.update(status=Status.FAILED, next_attempt_at=None)
             outcome = Outcome.FAILED
         if changed:
-            Recipient.objects.bulk_update(changed, ["status", "code", "enhanced", "text", "updated_at"])
+            Recipient.objects.bulk_update(changed, ["status", "code", "enhanced", "text", "reason",
+                                                  "updated_at"])
         OutboxMessage.objects.filter(pk=message.pk).update(**update)
         reply = result.reply
         DeliveryAttempt.objects.filter(pk=attempt.pk).update(
@@ -556,8 +557,8 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             transcript="\n".join(result.transcript),
             connection_reused=result.reused,
             recipients=[
-                {"address": a, "status": s, "code": c, "enhanced": e, "text": t}
-                for a, (s, c, e, t) in result.recipients.items()
+                {"address": a, "status": s, "code": c, "enhanced": e, "text": t, "reason": why}
+                for a, (s, c, e, t, why) in result.recipients.items()
             ],
         )
     if wake_now is not None:
@@ -572,11 +573,17 @@ def _enqueue_soon(message_id: int) -> None:
 
 
 def _words(result: _Result) -> str:
-    if result.decision is not None:
-        return result.decision.reason[:5000]
-    problems = [f"{a}: {t}" for a, (s, c, e, t) in result.recipients.items()
-                if s in (RStatus.FAILED, RStatus.DEFERRED)]
-    return "; ".join(problems)[:5000]
+    decision = result.decision
+    if decision is not None and decision.code is not None:
+        return decision.reason[:5000]
+    # Recipients refused with their own replies (some of them, or all: then the error
+    # itself carries no reply) say more than the error does.
+    own = [f"{a}: {policy.with_server_words(why, c, e, t)}"
+           for a, (s, c, e, t, why) in result.recipients.items()
+           if s in (RStatus.FAILED, RStatus.DEFERRED) and (c is not None or decision is None)]
+    if own or decision is None:
+        return "; ".join(own)[:5000]
+    return decision.reason[:5000]
 
 
 def _age_words(message: OutboxMessage, now: datetime) -> str:

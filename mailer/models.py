@@ -266,7 +266,10 @@ class Recipient(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     code = models.PositiveIntegerField(null=True, blank=True)
     enhanced = models.CharField(max_length=20, blank=True)
+    # The server's own words (its reply text, as received), and apart from them what they
+    # mean in plain words (``mailer.policy``) — the page shows both, side by side.
     text = models.TextField(blank=True)
+    reason = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

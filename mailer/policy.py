@@ -47,6 +47,7 @@ __all__ = [
     "next_attempt_at",
     "retry_unknown",
     "throttle_delay",
+    "with_server_words",
 ]
 
 
@@ -134,6 +135,7 @@ class Decision:
     text: str = ""
     error_class: str | None = None
     limit: int | None = None  # the server's size limit, for TOO_BIG, when known
+    plain: str = ""  # ``reason`` without the server's words (shown next to them)
 
     @property
     def retries_automatically(self) -> bool:
@@ -348,13 +350,10 @@ def classify(
         error_classes=_error_names(error),
     )
     rule = next((r for r in RULES if r.matches(outcome)), _DEFAULT)
-    reply = " ".join(str(p) for p in (code, enhanced, (text or "").replace("\n", " ")) if p)
-    reason = rule.reason.format(limit=f" ({_mb(limit)})" if limit else "")
-    if reply:
-        reason = f"{reason} The server said: “{reply}”"
+    plain = rule.reason.format(limit=f" ({_mb(limit)})" if limit else "")
     return Decision(
         action=rule.action,
-        reason=reason,
+        reason=with_server_words(plain, code, enhanced, text),
         rule=rule.name,
         phase=phase,
         code=code,
@@ -362,7 +361,14 @@ def classify(
         text=outcome.text,
         error_class=outcome.error_classes[0] if outcome.error_classes else None,
         limit=limit,
+        plain=plain,
     )
+
+
+def with_server_words(plain: str, code: int | None, enhanced: str | None, text: str | None) -> str:
+    """``plain`` followed by the server's reply, quoted, when there was one."""
+    reply = " ".join(str(p) for p in (code, enhanced, (text or "").replace("\n", " ")) if p)
+    return f"{plain} The server said: “{reply}”" if reply else plain
 
 
 def classify_error(exc: BaseException, *, limit: int | None = None) -> Decision:

@@ -356,12 +356,40 @@ def resume_account(user, account: SmtpAccount) -> SmtpAccount:
 # --- plain words -------------------------------------------------------------------------
 
 
-def explain(code: int | None, enhanced: str | None, text: str | None, error_class: str | None = None) -> str:
+# The phase an error class stands for, when the caller does not know it (a stored attempt
+# keeps the error's class name, not its phase).
+_PHASE_OF_ERROR = {
+    "SMTPGreetingError": "greeting",
+    "SMTPAuthenticationError": "auth",
+    "SMTPSenderRefused": "mail",
+    "SMTPRecipientsRefused": "rcpt",
+    "SMTPDataError": "data",
+}
+
+
+def _phase(phase: str | None, enhanced: str | None, error_class: str | None) -> str | None:
+    if phase or error_class:
+        return phase or _PHASE_OF_ERROR.get(error_class or "")
+    # RFC 3463: X.1.1-X.1.6 are about the destination address, X.2.* about the recipient's
+    # mailbox; only a reply to RCPT carries them.
+    parts = (enhanced or "").split(".")
+    if len(parts) == 3 and (parts[1] == "2" or (parts[1] == "1" and parts[2] in "123456")):
+        return "rcpt"
+    return None
+
+
+def explain(code: int | None, enhanced: str | None, text: str | None,
+            error_class: str | None = None, *, phase: str | None = None,
+            server_words: bool = True) -> str:
     """The plain-words reason for a server reply or a client error (``mailer.policy``
-    decides; its reason ends with the server's words)."""
+    decides), ending with the server's words unless ``server_words`` is False (for a page
+    that shows them beside it). Without ``phase`` it is inferred from the error class or
+    the enhanced code (550 5.1.1 is a recipient's mailbox that does not exist)."""
     from mailer import policy
 
-    return policy.classify(None, code, enhanced, text or "", error_class).reason
+    decision = policy.classify(_phase(phase, enhanced, error_class), code, enhanced, text or "",
+                               error_class)
+    return decision.reason if server_words else decision.plain
 
 
 def explain_error(exc) -> str:

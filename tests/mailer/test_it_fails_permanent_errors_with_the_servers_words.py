@@ -29,5 +29,8 @@ def test_it_fails_when_every_recipient_is_refused(owner, account, server):
 
     msg.refresh_from_db()
     assert msg.status == "failed"
-    assert {r.address: r.text for r in msg.recipients.all()}["a@example.org"].endswith("“550 5.1.1 Unknown user a”")
+    refused = {r.address: r for r in msg.recipients.all()}
+    assert (refused["a@example.org"].text, refused["b@example.org"].text) == ("Unknown user a", "Bad address b")
+    assert "mailbox does not exist" in refused["a@example.org"].reason
+    assert "“550 5.1.1 Unknown user a”" in msg.last_error
     assert server.received == []

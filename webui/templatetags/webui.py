@@ -35,9 +35,10 @@ def badge(status: str, label: str = "") -> str:
 
 @register.simple_tag
 def explain(code, enhanced, text, error_class=None) -> str:
-    """The plain-words reason for a server reply, followed by the server's own words
-    (``mailer.services.explain``)."""
-    return services.explain(code or None, enhanced or None, text or None, error_class or None)
+    """The plain-words reason for a server reply, without the server's words: the page
+    shows those beside it (``mailer.services.explain``)."""
+    return services.explain(code or None, enhanced or None, text or None, error_class or None,
+                            server_words=False)
 
 
 @cache
