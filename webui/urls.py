@@ -26,6 +26,7 @@ urlpatterns = [
     path("drafts/<int:pk>/attachments/", compose.upload_attachment, name="draft_upload"),
     # Outbox, history and messages
     path("outbox/", outbox.outbox, name="outbox"),
+    path("outbox/live/", outbox.outbox_live, name="outbox_live"),
     path("messages/<int:pk>/", outbox.message_detail, name="message"),
     path("messages/<int:pk>/row/", outbox.message_row, name="message_row"),
     path("messages/<int:pk>/status/", outbox.message_status, name="message_status"),

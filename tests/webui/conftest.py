@@ -58,6 +58,16 @@ def make_message(owner, account, *, status=None, **fields) -> OutboxMessage:
     return message
 
 
+def make_many(owner, account, count: int, *, status: str) -> None:
+    """``count`` more messages in ``status``, in one query (pages of 50 and more)."""
+    template = make_message(owner, account)
+    OutboxMessage.objects.bulk_create([
+        OutboxMessage(owner=owner, account=account, status=status, eml=template.eml.name,
+                      envelope_from="owen@example.com", message_id=f"<{i}@x>", subject=f"M{i}")
+        for i in range(count)
+    ])
+
+
 def add_attempt(message, **fields) -> DeliveryAttempt:
     import uuid
 

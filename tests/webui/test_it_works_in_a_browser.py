@@ -113,12 +113,17 @@ def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp,
     assert not page.console_errors, page.console_errors
 
 
-def test_it_shows_a_rejected_and_a_deferred_recipient(page, smtp, worker):
-    owner = make_user("owen")
+def _smtp_account(owner, smtp):
     account = make_account(owner, host=smtp.host, port=smtp.port, username="owen",
                            ca_certificate=smtp.ca_pem, is_default=True)
     account.set_secret(SERVER_PASSWORD)
     account.save()
+    return account
+
+
+def test_it_shows_a_rejected_and_a_deferred_recipient(page, smtp, worker):
+    owner = make_user("owen")
+    account = _smtp_account(owner, smtp)
     draft = make_draft(owner, account, subject="Mixed luck",
                        to="alice@example.org, nobody@example.org, later@example.org")
     message = services.send_draft(owner, draft, hold_seconds=0)
@@ -137,6 +142,33 @@ def test_it_shows_a_rejected_and_a_deferred_recipient(page, smtp, worker):
     assert message.status == OutboxMessage.Status.DEFERRED and message.next_attempt_at
     page.locator(".timeline details summary").first.click()
     screenshot(page, "message-partly-failed")
+    assert not page.console_errors, page.console_errors
+
+
+def test_the_outbox_shows_its_rows_reach_sent_with_one_poll_for_the_page(page, smtp, worker):
+    owner = make_user("owen")
+    account = _smtp_account(owner, smtp)
+    held = [services.send_draft(owner, make_draft(owner, account, subject=f"Live {i}",
+                                                  to="alice@example.org"), hold_seconds=3)
+            for i in range(3)]
+    sign_in(page, "owen", PASSWORD)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto("/outbox/")
+    loads = []
+    page.on("load", lambda _page: loads.append(1))
+    assert page.locator("#outbox-live[hx-get]").count() == 1
+
+    for message in held:
+        page.locator(f'#message-row-{message.pk}[data-status="sent"]').wait_for(timeout=30_000)
+        expect(page.locator(f"#message-row-{message.pk} .badge")).to_have_text("Sent")
+    assert not loads, "the page reloaded instead of updating in place"
+    polls = [url for url in requests if "/outbox/live/" in url]
+    # One request per interval for the whole page, carrying every row still in flight.
+    assert polls and all("/row/" not in url for url in requests)
+    assert polls[0].endswith("ids=" + ",".join(str(m.pk) for m in reversed(held)))
+    expect(page.locator("#outbox-live")).not_to_have_attribute("hx-get", re.compile("."))
+    screenshot(page, "outbox-live")
     assert not page.console_errors, page.console_errors
 
 

@@ -17,7 +17,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 
 from mailer import services
 from mailer.models import Draft, OutboxMessage, Recipient
+from mailer.search import search
 from webui.forms import OutboxFilterForm
 from webui.rendering import parse_eml, sanitise_html
 from webui.views.common import increment, run_service
@@ -81,10 +82,7 @@ def _filtered(request: HttpRequest, form: OutboxFilterForm) -> QuerySet[OutboxMe
         end = datetime.combine(data["date_to"] + timedelta(days=1), time.min, tz)
         qs = qs.filter(created_at__lt=end)
     if q := data["q"].strip():
-        # Cc and Bcc recipients are only in the recipient rows. One pass over them (IN, not
-        # a correlated EXISTS per message) lets the database hash the matches once.
-        by_recipient = Recipient.objects.filter(address__icontains=q).values("message_id")
-        qs = qs.filter(Q(subject__icontains=q) | Q(to_display__icontains=q) | Q(pk__in=by_recipient))
+        qs = search(qs, q)  # subject, To, and every recipient (Cc and Bcc only there)
     return qs
 
 
@@ -145,16 +143,44 @@ def outbox(request: HttpRequest) -> HttpResponse:
         "tab": tab,
         "tabs": [(key, label, counts[key]) for key, label, _s in TABS],
         "page": page,
-        "messages_page": [(m, poll_seconds(m)) for m in page.object_list],
         "query": keep.urlencode(),
+        **_poller(page.object_list),
     })
+
+
+def _poller(messages: list[OutboxMessage]) -> dict:
+    """The page's one live-update poll: the ids of its rows still in flight, asked for as
+    often as the most urgent of them needs (none in flight: no poll at all)."""
+    polls = {m.pk: poll_seconds(m) for m in messages}
+    waiting = [pk for pk, poll in polls.items() if poll]
+    return {
+        "live_ids": ",".join(map(str, waiting)),
+        "live_poll": min((polls[pk] for pk in waiting), default=None),
+    }
+
+
+@login_required
+def outbox_live(request: HttpRequest) -> HttpResponse:
+    """News for the in-flight rows of a history page, in one request: each row as an htmx
+    out-of-band swap, and the poller again with the rows still in flight."""
+    try:
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i][:PAGE_SIZE]
+    except ValueError:
+        ids = []
+    rows = list(
+        OutboxMessage.objects.filter(owner=request.user, pk__in=ids)
+        .select_related("account").only(*ROW_FIELDS, "account__label").order_by("-created_at", "-id")
+    )
+    for message in rows:
+        message.account_label = message.account.label if message.account else ""
+    return render(request, "webui/outbox/live_rows.html", {"rows": rows, **_poller(rows)})
 
 
 @login_required
 def message_row(request: HttpRequest, pk: int) -> HttpResponse:
     message = _get_message_for_user(request, pk)
     message.account_label = message.account.label if message.account else ""
-    return render(request, "webui/outbox/row.html", {"m": message, "poll": poll_seconds(message)})
+    return render(request, "webui/outbox/row.html", {"m": message})
 
 
 def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
