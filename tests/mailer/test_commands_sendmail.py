@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from email import message_from_bytes, policy
 from io import StringIO
 
@@ -161,3 +162,14 @@ def test_it_refuses_an_attachment_over_the_limit(account, tmp_path, settings):
             "--attach",
             str(tmp_path / "big.bin"),
         )
+
+
+def test_it_attaches_a_file_whose_name_is_not_utf8(account, tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"caf\xe9-r\xe9sum\xe9.txt")
+    with open(path, "wb") as fh:
+        fh.write(b"content\n")
+    message = sendmail(
+        "--to", "bob@example.com", "--subject", "S", "--body", "b", "--attach", os.fsdecode(path)
+    )
+    [attachment] = message.attachments.all()
+    assert attachment.filename == "café-résumé.txt"  # read as Latin-1, not lone surrogates

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
 import sys
 import uuid
 from datetime import datetime
@@ -186,6 +187,17 @@ def _read_attachment(path: str) -> tuple[str, bytes]:
                 f"{limit / 1e6:.1f} MB (MAILROOM_MAX_ATTACHMENT_BYTES). Send a smaller file "
                 f"or a link to it."
             )
-        return p.name, p.read_bytes()
+        return _file_name(p), p.read_bytes()
     except OSError as exc:
         raise CommandError(f"Cannot attach {path}: {exc.strerror or exc}.") from exc
+
+
+def _file_name(path: Path) -> str:
+    """The name to show for an attached file, always a real (UTF-8 encodable) string."""
+    raw = os.fsencode(path.name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not UTF-8 (an old Latin-1 name, say): Path.name holds lone surrogates, which no
+        # database or header takes. Read it as Latin-1 and drop what cannot be shown.
+        return "".join(c if c.isprintable() else "_" for c in raw.decode("latin-1"))
