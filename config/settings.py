@@ -163,6 +163,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns at every request when it is missing
 MEDIA_ROOT = DATA_DIR / "media"
 STORAGES = {
     # Attachments and frozen .eml files: private, never served as static media.
