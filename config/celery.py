@@ -21,8 +21,12 @@ def _schedule_sweep(sender, **kwargs) -> None:
     # expired leases (ARCHITECTURE invariant 1). Beat runs it; retry times stay in the DB.
     from django.conf import settings
 
+    # ``expires``: while no worker runs, beat keeps ticking; without it the stale sweeps
+    # pile up in the broker and all run at once (each enqueuing every due message) when a
+    # worker comes back. One sweep missed is harmless: the next one finds the same rows.
     sender.add_periodic_task(
-        settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"), name="mailroom-sweep"
+        settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"),
+        name="mailroom-sweep", expires=settings.MAILROOM_SWEEP_SECONDS,
     )
     # Held mail (undo window, send later) is released within a couple of seconds of its
     # time by a cheaper, more frequent look at the scheduled rows only (pointless when the
@@ -30,5 +34,5 @@ def _schedule_sweep(sender, **kwargs) -> None:
     if settings.MAILROOM_RELEASE_SECONDS < settings.MAILROOM_SWEEP_SECONDS:
         sender.add_periodic_task(
             settings.MAILROOM_RELEASE_SECONDS, sender.signature("mailer.tasks.release_holds"),
-            name="mailroom-release-holds",
+            name="mailroom-release-holds", expires=settings.MAILROOM_RELEASE_SECONDS,
         )

@@ -37,3 +37,16 @@ def test_it_generates_development_keys_into_the_data_dir(tmp_path):
     before = key_file.read_text()
     assert _import_settings(tmp_path).returncode == 0
     assert key_file.read_text() == before
+
+
+def test_it_lets_stale_periodic_sweeps_expire():
+    # While no worker runs, beat keeps publishing; an unexpiring sweep would pile up and
+    # flood the queue with wake-ups when workers return (found by bench/faults.py).
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    app.finalize()
+    schedule = app.conf.beat_schedule
+    assert schedule["mailroom-sweep"]["options"]["expires"] > 0
+    for entry in schedule.values():
+        assert 0 < entry["options"]["expires"] <= entry["schedule"]
