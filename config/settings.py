@@ -268,6 +268,11 @@ MAILROOM_LEASE_SECONDS = env.int("MAILROOM_LEASE_SECONDS", default=300)
 MAILROOM_CONNECTION_IDLE_SECONDS = env.float("MAILROOM_CONNECTION_IDLE_SECONDS", default=30.0)
 MAILROOM_DEFAULT_HOLD_SECONDS = env.int("MAILROOM_DEFAULT_HOLD_SECONDS", default=10)
 MAILROOM_RETRY_UNKNOWN = env.bool("MAILROOM_RETRY_UNKNOWN", default=False)
+# SMTP timeouts in seconds: opening the connection, each command's reply, the whole data
+# transfer. A read timeout means the connection is dead (the reply stream is out of step).
+MAILROOM_SMTP_CONNECT_TIMEOUT = env.float("MAILROOM_SMTP_CONNECT_TIMEOUT", default=30.0)
+MAILROOM_SMTP_COMMAND_TIMEOUT = env.float("MAILROOM_SMTP_COMMAND_TIMEOUT", default=60.0)
+MAILROOM_SMTP_DATA_TIMEOUT = env.float("MAILROOM_SMTP_DATA_TIMEOUT", default=600.0)
 # A provider that says "slow down" (4.7.x, 421, 454): the first spacing of the account's
 # attempts, doubled at each further throttle within the window (mailer.policy).
 MAILROOM_THROTTLE_SECONDS = env.int("MAILROOM_THROTTLE_SECONDS", default=60)

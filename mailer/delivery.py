@@ -82,6 +82,9 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
         verify=account.verify_tls,
         cadata=account.ca_certificate or None,
         transcript=transcript,
+        connect_timeout=settings.MAILROOM_SMTP_CONNECT_TIMEOUT,
+        command_timeout=settings.MAILROOM_SMTP_COMMAND_TIMEOUT,
+        data_timeout=settings.MAILROOM_SMTP_DATA_TIMEOUT,
     )
 
 
