@@ -49,7 +49,7 @@ def publish(message_id: int) -> None:
         # otherwise hang ~0.6 s per message for a wake-up the sweeper makes up for anyway.
         deliver.apply_async(
             (message_id,), retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0, "timeout": 1},
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
         )
     except Exception as exc:  # kombu raises several unrelated classes for a dead broker
         log.warning("could not wake a worker for message %s (%s); the sweeper will send it",
