@@ -264,6 +264,8 @@ class Lab:
             "MAILROOM_CONNECTION_IDLE_SECONDS": "5",
             "MAILROOM_DEFAULT_HOLD_SECONDS": "0",
             "MAILROOM_THROTTLE_SECONDS": "1",
+            # A silent server is given up on after 10 s rather than the production minute.
+            "MAILROOM_SMTP_COMMAND_TIMEOUT": "10",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT),
@@ -631,11 +633,12 @@ def hostile_servers(lab: Lab, only: set[str] | None) -> list[Row]:
     plain = lab.sink()
     tls = lab.sink(certificates=lab.certificates)
     n = lab.plan.hostile
-    # "silent" holds a worker slot for the client's whole timeout (60 s): enough slots that
-    # the other servers are still met while it does, and a lease longer than that timeout
-    # (as in production: 300 s) so that the timeout, not an expired lease, ends the attempt.
+    # "silent" holds a worker slot for the client's whole timeout (10 s here): enough slots
+    # that the other servers are still met while it does, and a lease longer than that
+    # timeout (as in production: 300 s vs 60 s) so that the timeout, not an expired lease,
+    # ends the attempt.
     lab.stop_workers()
-    lab.start_workers(2, concurrency=n + 2, lease=75)
+    lab.start_workers(2, concurrency=n + 2, lease=25)
     jobs = []  # (row, ids, hostile server or None)
     for behaviour, (security, big) in HOSTILE.items():
         name = f"hostile-{behaviour}"
