@@ -266,6 +266,12 @@ MAILROOM_MIN_BACKOFF_SECONDS = env.int("MAILROOM_MIN_BACKOFF_SECONDS", default=3
 MAILROOM_MAX_BACKOFF_SECONDS = env.int("MAILROOM_MAX_BACKOFF_SECONDS", default=4000)
 MAILROOM_LEASE_SECONDS = env.int("MAILROOM_LEASE_SECONDS", default=300)
 MAILROOM_CONNECTION_IDLE_SECONDS = env.float("MAILROOM_CONNECTION_IDLE_SECONDS", default=30.0)
+# A cached connection idle for longer than this is checked with NOOP before reuse.
+MAILROOM_NOOP_AFTER_SECONDS = env.float("MAILROOM_NOOP_AFTER_SECONDS", default=2.0)
+# One wake-up drains its account's due mail: claimed this many at a time, for at most
+# this long before the task ends (mailer.delivery.drain).
+MAILROOM_CLAIM_BATCH = env.int("MAILROOM_CLAIM_BATCH", default=20)
+MAILROOM_DRAIN_SECONDS = env.float("MAILROOM_DRAIN_SECONDS", default=30.0)
 MAILROOM_DEFAULT_HOLD_SECONDS = env.int("MAILROOM_DEFAULT_HOLD_SECONDS", default=10)
 MAILROOM_RETRY_UNKNOWN = env.bool("MAILROOM_RETRY_UNKNOWN", default=False)
 # SMTP timeouts in seconds: opening the connection, each command's reply, the whole data

@@ -19,6 +19,31 @@ The remaining duplicate window: a worker killed between the server's final 250 a
 commit. The message then becomes ``unknown`` (not resent) unless
 ``MAILROOM_RETRY_UNKNOWN`` is set.
 
+**Batches** (``drain``): one wake-up lets a worker drain the due mail of one account. It
+claims up to ``MAILROOM_CLAIM_BATCH`` messages in one statement (``UPDATE … WHERE id IN
+(SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`` on PostgreSQL; SQLite serialises
+writers, so the same statement without the lock clause is just as safe), each with its own
+attempt id and ``DeliveryAttempt`` row, then sends them one after another over the cached
+connection, each with its own end-of-data mark (which renews that message's lease) and its
+own record right after the server's reply. A worker killed mid-batch leaves the rest of the
+batch in ``sending`` with no end-of-data mark: the sweeper gives each back to the queue when
+its lease expires, and only a message whose *own* mark was committed becomes ``unknown``.
+A message whose lease ran out while it waited its turn and was taken over is not sent by
+us: the end-of-data mark is conditional on our attempt id.
+
+**Commit durability on PostgreSQL.** The claim and the end-of-data mark commit with
+``synchronous_commit = off``: the commit returns before its WAL is flushed, saving an fsync
+(~3 ms) each. A crashed or killed *worker* changes nothing: the rows are in the server. Only
+a crash of the *PostgreSQL server* (or its machine) can lose them, and only those not yet
+flushed: the WAL writer flushes within ``3 × wal_writer_delay`` (600 ms by default), and the
+synchronous commit of the attempt's record flushes all earlier WAL too. So the one weakened
+case is: PostgreSQL crashes in the few milliseconds between an end-of-data mark and the
+record of the same attempt (or a lost mark's 600 ms), *and* the server accepted the data. The
+message is then back in ``queued``/``sending`` without its mark after recovery and may be sent
+twice, where a durable mark would have made it ``unknown``. A lost claim alone only means
+the message is claimed again (nothing was sent before the mark). The record itself stays
+synchronous: a recorded result survives any crash. SQLite commits are unchanged.
+
 Retry times live in ``next_attempt_at``; the broker only carries wake-ups with ids.
 """
 
@@ -60,6 +85,15 @@ def worker_name() -> str:
 
 def _seconds(name: str) -> float:
     return float(getattr(settings, name))
+
+
+def _fast_commit() -> None:
+    """Inside an atomic block: let this transaction's commit skip the WAL flush on
+    PostgreSQL (see the module docstring for what that risks, and why it is bounded).
+    Only for our own outermost transaction: a caller's enclosing one keeps its durability."""
+    if db_connection.vendor == "postgresql" and not db_connection.savepoint_ids:
+        with db_connection.cursor() as cur:
+            cur.execute("SET LOCAL synchronous_commit = off")
 
 
 # --- the SMTP client for an account -----------------------------------------------------
@@ -115,10 +149,13 @@ class ConnectionCache:
         cached = self._conns.pop(account.pk, None)
         if cached is not None:
             idle = time.monotonic() - cached.last_used
+            # A connection used a moment ago is not checked with NOOP: if the server has
+            # dropped it since, MAIL fails before any data left and the caller retries on a
+            # fresh connection (``_attempt_smtp``).
             if (
                 cached.fingerprint == account.connection_fingerprint()
                 and idle <= _seconds("MAILROOM_CONNECTION_IDLE_SECONDS")
-                and cached.client.noop()
+                and (idle <= _noop_after() or cached.client.noop())
             ):
                 return cached.client, True
             self._quit(cached.client)
@@ -157,6 +194,10 @@ class ConnectionCache:
 
 
 connections = ConnectionCache()
+
+
+def _noop_after() -> float:
+    return float(getattr(settings, "MAILROOM_NOOP_AFTER_SECONDS", 2.0))
 
 
 # --- rate limit hook ---------------------------------------------------------------------
@@ -217,6 +258,7 @@ def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage,
     attempt_id = uuid.uuid4()
     worker = worker or worker_name()
     with transaction.atomic():
+        _fast_commit()
         _serialise_probe(message_id)
         due_ids = OutboxMessage.objects.filter(_claimable_accounts(now)).filter(_due(now), pk=message_id)
         taken = OutboxMessage.objects.filter(pk__in=due_ids.values("pk")).filter(_due(now)).update(
@@ -243,6 +285,7 @@ def _mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
     means "outcome unknown". Also renews the lease, and stops if we no longer hold it."""
     now = timezone.now()
     with transaction.atomic():
+        _fast_commit()
         held = OutboxMessage.objects.filter(
             pk=message_id, attempt_id=attempt_id, status=Status.SENDING
         ).update(lease_until=now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS")))
@@ -291,9 +334,13 @@ def deliver(message_id: int) -> str | None:
         log.debug("delivery entry=%s not claimable", message_id)
         return None
     message, attempt = claimed
+    pending = list(message.recipients.filter(status__in=Recipient.RETRY_STATUSES))
+    return _deliver_claimed(message, attempt, pending)
+
+
+def _deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt, pending: list) -> str:
     started = time.monotonic()
     account = message.account
-    pending = list(message.recipients.filter(status__in=Recipient.RETRY_STATUSES))
     if account is None:
         text = ("The account this message was to be sent from has been deleted. Edit the "
                 "message as a new draft and choose another account.")
@@ -313,6 +360,117 @@ def deliver(message_id: int) -> str | None:
     return outcome
 
 
+# Outcomes after which the rest of a batch is not sent now: the account is paused,
+# throttled or out of quota, and its other mail must wait as well.
+_STOP_BATCH = {"quota", Outcome.PAUSED.value, Outcome.THROTTLED.value}
+
+
+def drain(message_id: int, *, worker: str | None = None) -> list[str]:
+    """The Celery task's body: deliver ``message_id`` and the rest of its account's due mail,
+    claimed in batches (``claim_batch``), until none is due or ``MAILROOM_DRAIN_SECONDS``
+    have passed (the sweeper and the other wake-ups carry on from there). Returns the
+    outcomes, in order."""
+    account_id = OutboxMessage.objects.filter(pk=message_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        # Not there any more, or its account was deleted: the single-message path fails
+        # the latter with a clear reason.
+        outcome = deliver(message_id)
+        return [] if outcome is None else [outcome]
+    limit = int(getattr(settings, "MAILROOM_CLAIM_BATCH", 20))
+    stop_at = time.monotonic() + _seconds("MAILROOM_DRAIN_SECONDS")
+    outcomes: list[str] = []
+    while time.monotonic() < stop_at:
+        batch = claim_batch(account_id, limit=limit, worker=worker)
+        if not batch:
+            break
+        for n, (message, attempt, pending) in enumerate(batch):
+            outcome = _deliver_claimed(message, attempt, pending)
+            outcomes.append(outcome)
+            if outcome in _STOP_BATCH:
+                _give_back([a for _, a, _ in batch[n + 1:]])
+                return outcomes
+    return outcomes
+
+
+def claim_batch(
+    account_id: int, *, limit: int, worker: str | None = None
+) -> list[tuple[OutboxMessage, DeliveryAttempt, list[Recipient]]]:
+    """Claim up to ``limit`` due messages of one account in one statement, each with its own
+    attempt id, lease and ``DeliveryAttempt`` row (written in the same transaction). Returns
+    them in due order, with their pending recipients. Rows another worker holds locked are
+    skipped, never waited for; a row is claimed by one worker only (the UPDATE is
+    conditional on the row being due, and PostgreSQL re-checks that under the row lock)."""
+    now = timezone.now()
+    worker = (worker or worker_name())[:200]
+    ops = db_connection.ops
+    with transaction.atomic():
+        _fast_commit()
+        throttled = list(
+            SmtpAccount.objects.filter(pk=account_id, throttled_until__isnull=False)
+            .select_for_update().values_list("pk", flat=True)
+        )
+        # After a throttle, one message goes first as a probe (see _claimable_accounts).
+        inner = (
+            OutboxMessage.objects.filter(_claimable_accounts(now))
+            .filter(_due(now), account_id=account_id)
+            .order_by("next_attempt_at", "pk")
+            .values("pk")[: 1 if throttled else limit]
+        )
+        if db_connection.vendor == "postgresql":
+            inner = inner.select_for_update(skip_locked=True, of=("self",))
+            new_id = "gen_random_uuid()"
+        else:
+            new_id = "lower(hex(randomblob(16)))"  # Django's UUIDField on SQLite: 32 hex digits
+        inner_sql, inner_params = inner.query.sql_with_params()
+        table = OutboxMessage._meta.db_table
+        due_statuses = [Status.QUEUED, Status.SCHEDULED, Status.DEFERRED]
+        sql = (
+            f"UPDATE {table} SET status = %s, attempt_id = {new_id}, lease_until = %s, "
+            "claimed_by = %s, attempts = attempts + 1, last_attempt_at = %s, "
+            "first_attempt_at = COALESCE(first_attempt_at, %s), wait_reason = '' "
+            f"WHERE id IN ({inner_sql}) AND status IN (%s, %s, %s) RETURNING id, attempt_id"
+        )
+        stamp = ops.adapt_datetimefield_value(now)
+        lease = ops.adapt_datetimefield_value(
+            now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS"))
+        )
+        with db_connection.cursor() as cur:
+            cur.execute(sql, [Status.SENDING, lease, worker, stamp, stamp, *inner_params,
+                              *due_statuses])
+            taken = {pk: uuid.UUID(str(aid)) for pk, aid in cur.fetchall()}
+        if not taken:
+            return []
+        attempts = DeliveryAttempt.objects.bulk_create(
+            DeliveryAttempt(message_id=pk, attempt_id=aid, worker=worker, started_at=now)
+            for pk, aid in taken.items()
+        )
+    messages = OutboxMessage.objects.select_related("account").in_bulk(list(taken))
+    pending: dict[int, list[Recipient]] = {pk: [] for pk in taken}
+    for r in Recipient.objects.filter(message_id__in=list(taken), status__in=Recipient.RETRY_STATUSES):
+        pending[r.message_id].append(r)
+    batch = [(messages[a.message_id], a, pending[a.message_id]) for a in attempts]
+    batch.sort(key=lambda item: (item[0].next_attempt_at or now, item[0].pk))
+    return batch
+
+
+def _give_back(attempts: list[DeliveryAttempt]) -> None:
+    """Claimed but not started (the account must wait): back to the queue, not counted as
+    an attempt. Conditional on our attempt ids, like every write of a claim."""
+    if not attempts:
+        return
+    now = timezone.now()
+    ids = [a.attempt_id for a in attempts]
+    with transaction.atomic():
+        OutboxMessage.objects.filter(attempt_id__in=ids, status=Status.SENDING).update(
+            status=Status.QUEUED, next_attempt_at=now, attempt_id=None, lease_until=None,
+            claimed_by="", attempts=F("attempts") - 1,
+        )
+        DeliveryAttempt.objects.filter(attempt_id__in=ids).update(
+            finished_at=now, outcome=Outcome.SKIPPED,
+            reply_text="Not attempted: the account has to wait.",
+        )
+
+
 def _log(message, account, outcome, started) -> None:
     log.info(
         "delivery entry=%s account=%s outcome=%s seconds=%.3f",
@@ -325,23 +483,39 @@ def _attempt_smtp(message, attempt, account, pending) -> _Result:
 
     client = None
     lease_lost = False
+    marked = False
 
     def hook() -> None:
-        nonlocal lease_lost
+        nonlocal lease_lost, marked
         try:
             _mark_end_of_data(message.pk, attempt.attempt_id)
+            marked = True
         except LeaseLost:
             lease_lost = True
             raise
 
     try:
-        client, reused = connections.acquire(account)
-        _clear_transcript(client)
-        client.end_of_data_hook = hook
-        with message.eml.open("rb") as fh:
-            send = client.send(
-                message.envelope_from, [r.address for r in pending], fh, size_hint=message.size
-            )
+        for fresh in (False, True):
+            client, reused = connections.acquire(account)
+            _clear_transcript(client)
+            client.end_of_data_hook = hook
+            try:
+                with message.eml.open("rb") as fh:
+                    send = client.send(
+                        message.envelope_from, [r.address for r in pending], fh,
+                        size_hint=message.size,
+                    )
+                break
+            except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
+                # A cached connection the server had closed (it was not checked with NOOP):
+                # nothing of the data left (no end-of-data mark), so try once more on a new one.
+                if fresh or not reused or marked or lease_lost:
+                    raise
+                log.info("delivery entry=%s cached connection was dead (%s); reconnecting",
+                         message.pk, exc)
+                client.end_of_data_hook = None
+                client.close()
+                client = None
     except Exception as exc:
         transcript = list(getattr(client, "transcript", None) or []) if client else []
         if client is not None:

@@ -16,8 +16,9 @@ log = logging.getLogger("mailer.tasks")
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def deliver(message_id: int) -> str | None:
-    return delivery.deliver(message_id)
+def deliver(message_id: int) -> int:
+    """Deliver the message and the rest of its account's due mail (``delivery.drain``)."""
+    return len(delivery.drain(message_id))
 
 
 @shared_task(acks_late=True, ignore_result=True)

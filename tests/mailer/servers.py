@@ -41,6 +41,8 @@ class Script:
     data: list[str] = field(default_factory=list)  # replies to the end of data
     close_after_data: int = 0  # this many times: take the data, then hang up, no reply
     stall_rcpt: int = 0  # this many times: sit on a RCPT (a worker stuck before the data)
+    stall_data: int = 0  # this many times: take the data, then sit on the reply (stuck after it)
+    stall_after: int = 0  # transactions that go through normally before a stall applies
 
 
 class _ScriptHandler(RecordingHandler):
@@ -57,10 +59,17 @@ class _ScriptHandler(RecordingHandler):
             self.connections += 1
         return await super().handle_EHLO(server, session, envelope, hostname, responses)
 
+    def _stall(self, kind: str) -> bool:
+        if not getattr(self.script, kind):
+            return False
+        if self.script.stall_after:
+            return False
+        setattr(self.script, kind, getattr(self.script, kind) - 1)
+        self.stalled.set()
+        return True
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
-        if self.script.stall_rcpt:
-            self.script.stall_rcpt -= 1
-            self.stalled.set()
+        if self._stall("stall_rcpt"):
             await asyncio.sleep(60)
         replies = self.script.rcpt.get(address.lower())
         if replies and not replies[0].startswith("2"):
@@ -70,6 +79,9 @@ class _ScriptHandler(RecordingHandler):
         return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self._stall("stall_data"):
+            await asyncio.sleep(60)
+            return "451 4.3.0 stalled"  # the client is long gone; nothing is recorded
         if self.script.close_after_data:
             self.script.close_after_data -= 1
             server.transport.abort()
@@ -78,6 +90,8 @@ class _ScriptHandler(RecordingHandler):
             return self.script.data.pop(0)
         if self.script.data:
             self.script.data.pop(0)
+        if self.script.stall_after:
+            self.script.stall_after -= 1
         return await super().handle_DATA(server, session, envelope)
 
 

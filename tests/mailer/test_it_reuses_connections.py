@@ -40,3 +40,39 @@ def test_it_reconnects_when_the_cached_connection_died(owner, account, server):
     with time_machine.travel(timezone.now(), tick=True):
         assert delivery.deliver(send(owner, account).pk) == "sent"
     assert server.connections == 2
+
+
+
+def _count_noops(client) -> list:
+    """A spy on the real client's NOOP (the server's reply still decides)."""
+    calls, real = [], client.noop
+    client.noop = lambda: calls.append(1) or real()
+    return calls
+
+
+def test_it_skips_the_noop_for_a_connection_used_a_moment_ago(owner, account, server):
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    noops = _count_noops(delivery.connections._conns[account.pk].client)
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert noops == []
+    assert DeliveryAttempt.objects.order_by("pk").last().connection_reused
+    assert server.connections == 1
+
+
+def test_it_checks_with_noop_a_connection_idle_for_a_while(owner, account, server, settings):
+    settings.MAILROOM_NOOP_AFTER_SECONDS = 0.0
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    noops = _count_noops(delivery.connections._conns[account.pk].client)
+    assert delivery.deliver(send(owner, account).pk) == "sent"
+    assert noops == [1] and server.connections == 1
+
+
+def test_it_sends_on_a_new_connection_when_the_unchecked_one_was_closed(owner, account, server):
+    first = send(owner, account)
+    assert delivery.deliver(first.pk) == "sent"
+    server.handler.close_at("mail", times=1)  # the server hangs up when the next MAIL comes
+    msg = send(owner, account)
+    assert delivery.deliver(msg.pk) == "sent"  # not deferred: nothing of the data had left
+    assert server.connections == 2
+    assert server.per_message_id() == {first.message_id: 1, msg.message_id: 1}
+    assert DeliveryAttempt.objects.get(message=msg).connection_reused is False
