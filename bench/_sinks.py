@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,26 +110,51 @@ def chunking_sink() -> Iterator[int]:
 
 
 class DelayProxy:
-    """``bench/_proxy.py`` in its own process in front of ``target_port``."""
+    """``bench/_proxy.py`` in its own process in front of ``target_port`` (``delay`` 0: just
+    a counter). A thread reads its per-connection lines, so ``closed`` and ``settle`` count
+    the connections opened through it."""
 
     def __init__(self, target_port: int, delay: float) -> None:
         self.port = free_port()
         self._process = subprocess.Popen(
             [sys.executable, str(HERE / "_proxy.py"), str(self.port), str(target_port), str(delay)],
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
         )
         assert self._process.stdout is not None
         if self._process.stdout.readline().strip() != "ready":
             self.close()
             raise RuntimeError("the delay proxy did not start")
+        self._stats: queue.Queue[dict[str, int]] = queue.Queue()
+        self._closed = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._process.stdout:  # type: ignore[union-attr]
+            with self._lock:
+                self._closed += 1
+            self._stats.put(json.loads(line))
 
     def connection_stats(self) -> dict[str, int]:
         """The counters of the next connection to close (blocks until it has closed)."""
-        import json
+        return self._stats.get()
 
-        assert self._process.stdout is not None
-        return json.loads(self._process.stdout.readline())
+    @property
+    def closed(self) -> int:
+        """Connections closed so far."""
+        with self._lock:
+            return self._closed
+
+    def settle(self, seconds: float = 1.0) -> int:
+        """The count once no connection has closed for ``seconds``."""
+        last, since = self.closed, time.monotonic()
+        while time.monotonic() - since < seconds:
+            time.sleep(0.1)
+            if self.closed != last:
+                last, since = self.closed, time.monotonic()
+        return last
 
     def close(self) -> None:
         self._process.terminate()

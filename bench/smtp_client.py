@@ -76,7 +76,7 @@ _WORDS = (
 ).split()
 
 
-def _text(rng: random.Random, size: int) -> str:
+def text_body(rng: random.Random, size: int) -> str:
     lines, total = [], 0
     while total < size:
         line = " ".join(rng.choice(_WORDS) for _ in range(11))
@@ -97,7 +97,7 @@ def build_message(
     msg["Subject"] = f"Benchmark message {index}"
     msg["Date"] = "Fri, 27 Nov 2026 12:00:00 +0000"
     msg["Message-ID"] = f"<bench.{index}.{body_size}.{attachment_size}@example.com>"
-    msg.set_content(_text(rng, body_size))
+    msg.set_content(text_body(rng, body_size))
     if attachment_size:
         msg.add_attachment(
             rng.randbytes(attachment_size),

@@ -41,7 +41,7 @@ def test_a_tiny_run_prints_every_figure() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     line = re.search(
-        r"embedded +smtp-sink 2 KB +ours +(?P<ours>[\d.]+) msg/s \((?P<conn>\d+) conn, +[\d.]+ MB\) +"
+        r"embedded +smtp-sink +2 KB +ours +(?P<ours>[\d.]+) msg/s \((?P<conn>\d+) conn, +[\d.]+ MB\) +"
         r"naive +(?P<naive>[\d.]+) msg/s \((?P<naive_conn>\d+) conn, .*smtplib +(?P<bare>[\d.]+) msg/s",
         run.stdout,
     )
@@ -50,3 +50,12 @@ def test_a_tiny_run_prints_every_figure() -> None:
     # Connection reuse shows even in a tiny run: at most one per worker; naive opens one per mail.
     assert 1 <= int(line["conn"]) <= 2 and int(line["naive_conn"]) == 10
     assert "states {'sent': 10}" in run.stdout
+    # The same case through the delaying proxy (real round trips), ours against naive.
+    delayed = re.search(
+        r"embedded +smtp-sink\+10ms +2 KB +ours +(?P<ours>[\d.]+) msg/s .*"
+        r"naive +(?P<naive>[\d.]+) msg/s \((?P<naive_conn>\d+) conn",
+        run.stdout,
+    )
+    assert delayed, run.stdout
+    assert float(delayed["ours"]) > 0 and int(delayed["naive_conn"]) == 10
+    assert re.search(r"smtp-sink\+10ms +ours/naive >= 4.0 +[\d.]+×", run.stdout), run.stdout
