@@ -22,13 +22,13 @@ All machines must agree on the time (NTP), as they must for ``next_attempt_at`` 
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from mailer import rediskeys
 
 log = logging.getLogger("mailer.quotas")
 
@@ -84,13 +84,11 @@ def usage(account, now: datetime | None = None) -> list[tuple[timedelta, int, in
 
 
 def _redis_url() -> str:
-    return getattr(settings, "MAILROOM_REDIS_URL", "") or ""
+    return rediskeys.url()
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.RedisError, OSError)
+    return rediskeys.errors()
 
 
 def _ms(t: datetime) -> int:
@@ -129,24 +127,18 @@ return 0
 
 
 class _RedisLog:
-    _lock = threading.Lock()
-    _clients: dict[str, tuple] = {}  # url -> (client, reserve script); one pool per process
+    _scripts: dict[int, object] = {}  # id(client) -> the registered reserve script
 
     @classmethod
     def _client(cls):
-        import redis
-
-        url = _redis_url()
-        with cls._lock:
-            if url not in cls._clients:
-                client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-                cls._clients[url] = (client, client.register_script(_RESERVE_LUA))
-            return cls._clients[url]
+        client = rediskeys.client()
+        if id(client) not in cls._scripts:
+            cls._scripts[id(client)] = client.register_script(_RESERVE_LUA)
+        return client, cls._scripts[id(client)]
 
     @staticmethod
     def _key(account_id: int) -> str:
-        prefix = getattr(settings, "MAILROOM_REDIS_PREFIX", "mailroom")
-        return f"{prefix}:quota:{account_id}"
+        return rediskeys.key("quota", account_id)
 
     @classmethod
     def reserve(cls, account_id: int, rules, now: datetime) -> datetime | None:

@@ -55,11 +55,12 @@ def _own(user, obj):
     return obj
 
 
-def _enqueue(message_id: int) -> None:
-    """Ring the bell after commit, with the id only; the sweeper covers a lost wake-up."""
+def _enqueue(message_id: int, account_id: int | None = None) -> None:
+    """Ring the bell after commit, with the id only; the sweeper covers a lost wake-up.
+    With the account, the wake-up coalesces with one already waiting for that account."""
     from mailer import tasks
 
-    tasks.wake(message_id)
+    tasks.wake(message_id, account_id)
 
 
 def _run_precheck(account: SmtpAccount, frozen: mime.FrozenMessage) -> None:
@@ -142,7 +143,7 @@ def send_draft(
         draft.attachments.update(draft=None, message=message)
         draft.delete()
         if status == Status.QUEUED:
-            _enqueue(message.pk)
+            _enqueue(message.pk, account.pk)
     return message
 
 
@@ -348,7 +349,7 @@ def resume_account(user, account: SmtpAccount) -> SmtpAccount:
             next_attempt_at=now, wait_reason=""
         )
         for pk in waiting:
-            _enqueue(pk)
+            _enqueue(pk, account.pk)
     account.refresh_from_db()
     return account
 

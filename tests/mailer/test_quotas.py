@@ -4,7 +4,6 @@ PostgreSQL in the services pass) and Redis. The windows slide; a refusal says wh
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,19 +13,10 @@ from django.db import connections
 
 from mailer import quotas
 from mailer.models import QuotaUsage, SmtpAccount
-from tests.conftest import require_service
+from tests.conftest import TEST_REDIS_URL, redis_answers, require_service
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-REDIS_URL = os.environ.get("MAILROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
-
-
-def _redis_answers() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except (redis.RedisError, OSError):
-        return False
+REDIS_URL = TEST_REDIS_URL
 
 
 def make_account(django_user_model, **quota) -> SmtpAccount:
@@ -45,7 +35,7 @@ def database_store(settings):
 
 @pytest.fixture
 def redis_store(settings):
-    require_service(_redis_answers(), f"Redis at {REDIS_URL}")
+    require_service(redis_answers(), f"Redis at {REDIS_URL}")
     settings.MAILROOM_REDIS_URL = REDIS_URL
     # Test runs share this Redis and their account ids overlap: a prefix of our own.
     settings.MAILROOM_REDIS_PREFIX = f"mailroom-test-{uuid.uuid4().hex}"
