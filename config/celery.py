@@ -28,6 +28,12 @@ def _schedule_sweep(sender, **kwargs) -> None:
         settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"),
         name="mailroom-sweep", expires=settings.MAILROOM_SWEEP_SECONDS,
     )
+    # The history's tab counters gain rows with every status change (mailer.counts):
+    # folding them keeps each read to a few rows. A missed run only leaves more to sum.
+    sender.add_periodic_task(
+        settings.MAILROOM_COUNTS_COMPACT_SECONDS, sender.signature("mailer.tasks.compact_counts"),
+        name="mailroom-compact-counts", expires=settings.MAILROOM_COUNTS_COMPACT_SECONDS,
+    )
     # Held mail (undo window, send later) is released within a couple of seconds of its
     # time by a cheaper, more frequent look at the scheduled rows only (pointless when the
     # sweep itself runs that often).

@@ -251,6 +251,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 MAILROOM_SWEEP_SECONDS = env.float("MAILROOM_SWEEP_SECONDS", default=30.0)
 MAILROOM_RELEASE_SECONDS = env.float("MAILROOM_RELEASE_SECONDS", default=2.0)
+MAILROOM_COUNTS_COMPACT_SECONDS = env.float("MAILROOM_COUNTS_COMPACT_SECONDS", default=30.0)
 
 # Redis for cross-worker counters (rate limits, quotas); empty = use the database.
 MAILROOM_REDIS_URL = env.str(

@@ -15,13 +15,15 @@ class MailerConfig(AppConfig):
 
         from django.db.models.signals import post_migrate
 
-        post_migrate.connect(_repair_search, sender=self)
+        post_migrate.connect(_repair_triggers, sender=self)
 
 
-def _repair_search(sender, using, **kwargs) -> None:
-    """A later migration that copies a table on SQLite drops the search triggers with it."""
+def _repair_triggers(sender, using, **kwargs) -> None:
+    """A later migration that copies a table on SQLite drops its triggers with it: the
+    search index's and the tab counters'."""
     from django.db import connections
 
-    from . import search
+    from . import counts, search
 
     search.repair(connections[using])
+    counts.repair(connections[using])

@@ -220,7 +220,8 @@ class OutboxMessage(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["owner", "status", "-created_at"], name="outbox_owner_status_created"),
-            models.Index(fields=["owner", "-created_at"], name="outbox_owner_created"),
+            # status too: a date-filtered page counts its tabs from this index alone.
+            models.Index(fields=["owner", "-created_at", "status"], name="outbox_owner_created"),
             # The sweeper's two questions: what is due, and whose lease has run out.
             models.Index(
                 fields=["next_attempt_at"], name="outbox_due_pending",
@@ -351,3 +352,32 @@ class QuotaUsage(models.Model):
 
     def __str__(self) -> str:
         return f"account {self.account_id} at {self.sent_at:%Y-%m-%d %H:%M:%S}"
+
+
+class StatusCount(models.Model):
+    """Outbox messages per (owner, account, status), kept by database triggers on
+    ``mailer_outboxmessage`` (``mailer.counts``): a message's arrival, departure or move
+    between keys appends a row of +1 / -1, and the count of a key is the SUM of ``n`` over
+    its rows. Append-only, so workers changing statuses side by side never wait for each
+    other; ``mailer.counts.compact`` folds the rows of each key into one now and then.
+
+    No foreign-key constraints: the triggers write -1 rows while a user or an account is
+    being deleted, and those rows are folded away (to nothing) by the next compaction."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False,
+        db_index=False, related_name="+",
+    )
+    account = models.ForeignKey(
+        SmtpAccount, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        null=True, blank=True, related_name="+",
+    )
+    status = models.CharField(max_length=10, choices=OutboxMessage.Status.choices)
+    n = models.IntegerField()
+
+    class Meta:
+        # The reader's and the compaction's order; n included so both read the index only.
+        indexes = [models.Index(fields=["owner", "account", "status", "n"], name="statuscount_key")]
+
+    def __str__(self) -> str:
+        return f"owner {self.owner_id} account {self.account_id} {self.status}: {self.n:+d}"

@@ -23,6 +23,7 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from mailer import triggers
 from mailer.models import OutboxMessage, Recipient
 
 MESSAGE_FTS = "mailer_outbox_search"
@@ -116,29 +117,18 @@ def search(qs: QuerySet[OutboxMessage], term: str) -> QuerySet[OutboxMessage]:
 
 def install(connection) -> None:
     """Create the search indexes (migration 0005)."""
-    with connection.cursor() as cursor:
-        for sql in SETUP.get(connection.vendor, ()):
-            cursor.execute(sql)
+    triggers.execute(connection, SETUP)
 
 
 def uninstall(connection) -> None:
-    with connection.cursor() as cursor:
-        for sql in TEARDOWN.get(connection.vendor, ()):
-            cursor.execute(sql)
+    triggers.execute(connection, TEARDOWN)
 
 
 def repair(connection) -> bool:
-    """Put back SQLite triggers a later migration dropped, and re-index; True if needed.
-
-    SQLite cannot alter most columns in place: Django copies the table and drops the old
-    one, and its triggers go with it. Run after every ``migrate`` (``post_migrate``)."""
-    if connection.vendor != "sqlite":
-        return False
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
-        present = {row[0] for row in cursor.fetchall()}
-        if MESSAGE_FTS not in present or present.issuperset(_SQLITE_TRIGGERS):
-            return False  # not migrated yet, or intact
-        uninstall(connection)
-        install(connection)
+    """Put back SQLite triggers a later migration dropped, and re-index; True if needed
+    (``mailer.triggers``; run after every ``migrate``)."""
+    if not triggers.lost_on_sqlite(connection, MESSAGE_FTS, _SQLITE_TRIGGERS):
+        return False  # another database, not migrated yet, or intact
+    uninstall(connection)
+    install(connection)
     return True

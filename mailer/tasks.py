@@ -11,7 +11,7 @@ from celery.signals import worker_process_shutdown
 from django.conf import settings
 from django.db import transaction
 
-from mailer import delivery, rediskeys
+from mailer import counts, delivery, rediskeys
 
 log = logging.getLogger("mailer.tasks")
 
@@ -30,6 +30,12 @@ def sweep() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def release_holds() -> int:
     return len(delivery.release_holds())
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def compact_counts() -> int:
+    """Fold the history's tab counters (``mailer.counts.compact``)."""
+    return counts.compact()
 
 
 @worker_process_shutdown.connect
