@@ -26,7 +26,6 @@ from django.views.decorators.http import require_POST
 from mailer import precheck, services
 from mailer.models import Attachment, Draft, UserPreferences
 from webui.forms import AttachmentUploadForm, ComposeForm
-from webui.views.outbox import counts_changed
 
 TEXT_FIELDS = ("to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html")
 # Words that usually mean "there is a file with this mail".
@@ -181,7 +180,6 @@ def _send(request, draft: Draft, form: ComposeForm, attachments, action: str) ->
     except (ValidationError, services.ActionNotAllowed) as exc:
         _errors_to_form(form, exc)
         return _render_compose(request, form, draft, attachments, status=400)
-    counts_changed(request.user)
     if message.scheduled_at:
         when = date_format(timezone.localtime(message.scheduled_at), "DATETIME_FORMAT")
         messages.success(request, f"Scheduled for {when}.")

@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from mailer.counts import by_status
 from mailer.models import Draft, OutboxMessage, SmtpAccount
 from webui.forms import ComposeForm
 from webui.views.outbox import TABS, tab_counts
@@ -17,7 +18,7 @@ RECENT_FAILURES = 8
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     mine = OutboxMessage.objects.filter(owner=request.user)
-    counts = tab_counts(request.user, mine)
+    counts = tab_counts(by_status(request.user))
     counts = [(key, label, counts[key]) for key, label, _statuses in TABS]
     failures = (
         mine.filter(status__in=[S.FAILED, S.UNKNOWN, S.DEFERRED])

@@ -2,12 +2,13 @@
 
 Every list runs a constant number of queries whatever the page size: one aggregate for the
 tab counts, one for the page (the paginator reuses the tab's count instead of counting
-again), plus the account list of the filter.
+again), plus the account list of the filter. The tab counts are never cached: without a
+date or search filter they are the sums ``mailer.counts`` keeps (a few rows, whatever the
+number of messages); with one, the filtered messages are counted (see ``_counts_and_page``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import datetime, time, timedelta
 
@@ -15,9 +16,8 @@ from csp.constants import NONE
 from csp.decorators import csp
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -25,15 +25,15 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from mailer import services
+from mailer.counts import by_status, by_status_and_page, by_status_in
 from mailer.models import Draft, OutboxMessage, Recipient
 from mailer.search import search
 from webui.forms import OutboxFilterForm
 from webui.rendering import parse_eml, sanitise_html
-from webui.views.common import increment, run_service
+from webui.views.common import run_service
 
 S = OutboxMessage.Status
 PAGE_SIZE = 50
-COUNTS_SECONDS = 10
 # (key, label, statuses); "all" has none.
 TABS = [
     ("all", "All", ()),
@@ -86,28 +86,36 @@ def _filtered(request: HttpRequest, form: OutboxFilterForm) -> QuerySet[OutboxMe
     return qs
 
 
-def tab_counts(user, qs: QuerySet[OutboxMessage], filters: str = "") -> dict[str, int]:
-    """Messages per tab for ``qs`` (the user's messages under ``filters``).
-
-    Counting 100,000 rows costs more than the rest of the page (a full index scan), so the
-    counts are cached for a few seconds per user and filter. The rows themselves are always
-    live; the user's own actions (send, undo, cancel, retry...) drop the cache at once via
-    ``counts_changed``, and a worker's changes show in the counts within COUNTS_SECONDS.
-    """
-    version = cache.get_or_set(f"webui:tabs-version:{user.pk}", 0, None)
-    key = f"webui:tabs:{user.pk}:{version}:{hashlib.sha256(filters.encode()).hexdigest()[:32]}"
-    counts = cache.get(key)
-    if counts is None:
-        by_status = dict(qs.order_by().values_list("status").annotate(n=Count("pk")))
-        counts = {key: sum(by_status.get(s, 0) for s in statuses) for key, _l, statuses in TABS}
-        counts["all"] = sum(by_status.values())
-        cache.set(key, counts, COUNTS_SECONDS)
+def tab_counts(statuses: dict[str, int]) -> dict[str, int]:
+    """Messages per tab, from messages per status."""
+    counts = {key: sum(statuses.get(s, 0) for s in tab) for key, _label, tab in TABS}
+    counts["all"] = sum(statuses.values())
     return counts
 
 
-def counts_changed(user) -> None:
-    """The user changed a message's status: the next page counts afresh."""
-    increment(f"webui:tabs-version:{user.pk}", timeout=None)
+def _counts_and_page(request: HttpRequest, form: OutboxFilterForm,
+                     qs: QuerySet[OutboxMessage], tab: str,
+                     number: int) -> tuple[dict[str, int], list[int] | None]:
+    """Messages per status under the page's filters (``qs``), exact and live, and for a
+    search the ids on page ``number`` of ``tab`` (None: the page query finds them).
+
+    The account filter alone (or none) is what ``mailer.counts`` keeps. A date narrows to
+    messages no counter knows: counted, from an index only. A search costs more than its
+    count: one query answers both, so the page's rows are then fetched by id."""
+    data = form.cleaned_data if form.is_valid() else {}
+    if data.get("q", "").strip():
+        return by_status_and_page(qs, TAB_STATUSES[tab], offset=(number - 1) * PAGE_SIZE,
+                                  limit=PAGE_SIZE)
+    if data.get("date_from") or data.get("date_to"):
+        return by_status_in(qs), None
+    return by_status(request.user, data.get("account")), None
+
+
+def _page_number(value: str | None) -> int:
+    try:
+        return max(int(value or 1), 1)
+    except ValueError:
+        return 1
 
 
 @login_required
@@ -117,8 +125,9 @@ def outbox(request: HttpRequest) -> HttpResponse:
     if tab not in TAB_STATUSES:
         tab = "all"
     qs = _filtered(request, form)
-    filters = form.data.urlencode() if form.is_valid() and form.has_changed() else ""
-    counts = tab_counts(request.user, qs, filters)
+    number = _page_number(request.GET.get("page"))
+    statuses, ids = _counts_and_page(request, form, qs, tab, number)
+    counts = tab_counts(statuses)
     if TAB_STATUSES[tab]:
         qs = qs.filter(status__in=TAB_STATUSES[tab])
     # No join for the account's label: the filter lists the user's accounts anyway, and a
@@ -130,6 +139,10 @@ def outbox(request: HttpRequest) -> HttpResponse:
     )
     paginator.count = counts[tab]  # already counted above: no second COUNT(*)
     page = paginator.get_page(request.GET.get("page"))
+    if ids is not None and page.number == number:
+        # The search's page, already found: its rows by id, without searching again.
+        page.object_list = (OutboxMessage.objects.filter(owner=request.user, pk__in=ids)
+                            .only(*ROW_FIELDS).order_by("-created_at", "-id"))
     keep = request.GET.copy()
     keep.pop("page", None)
     keep.pop("tab", None)
@@ -268,7 +281,6 @@ def _act(request: HttpRequest, pk: int, action, done: str, **kwargs) -> HttpResp
     result = run_service(request, action, message, **kwargs)
     if result is None:
         return redirect("message", pk=message.pk)
-    counts_changed(request.user)
     messages.success(request, done)
     if isinstance(result, Draft):
         return redirect("draft", pk=result.pk)
