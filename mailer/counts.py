@@ -36,6 +36,7 @@ from mailer.models import OutboxMessage, StatusCount
 OUTBOX = "mailer_outboxmessage"
 COUNTS = "mailer_statuscount"
 KEY = "owner_id, account_id, status"
+_INDEX_ORDER = "owner_id, status, account_id"  # the same key, in statuscount_key's order
 # Any fixed number: only one compaction at a time (pg_try_advisory_xact_lock).
 _PG_LOCK = 0x4D41494C  # "MAIL"
 
@@ -93,8 +94,8 @@ TEARDOWN = {
 }
 
 # The rows of every key that has more than one (a key with one row is folded already).
-_FOLDABLE = (f"SELECT id FROM (SELECT id, COUNT(*) OVER (PARTITION BY {KEY}) AS rows_per_key "
-             f"FROM {COUNTS} {{bound}}) AS keyed WHERE rows_per_key > 1")
+_FOLDABLE = (f"SELECT id FROM (SELECT id, COUNT(*) OVER (PARTITION BY {_INDEX_ORDER}) "
+             f"AS rows_per_key FROM {COUNTS} {{bound}}) AS keyed WHERE rows_per_key > 1")
 # One statement, one snapshot: it deletes exactly the rows it sums, so a row that another
 # transaction commits meanwhile is neither deleted nor summed, and stays to be read.
 _PG_COMPACT = f"""

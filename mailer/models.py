@@ -376,8 +376,9 @@ class StatusCount(models.Model):
     n = models.IntegerField()
 
     class Meta:
-        # The reader's and the compaction's order; n included so both read the index only.
-        indexes = [models.Index(fields=["owner", "account", "status", "n"], name="statuscount_key")]
+        # The reader's order (an owner's rows by status, to sum without sorting; the account
+        # filtered in the index) and the compaction's; n included: both read only the index.
+        indexes = [models.Index(fields=["owner", "status", "account", "n"], name="statuscount_key")]
 
     def __str__(self) -> str:
         return f"owner {self.owner_id} account {self.account_id} {self.status}: {self.n:+d}"

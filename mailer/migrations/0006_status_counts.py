@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
                 ('n', models.IntegerField()),
             ],
             options={
-                'indexes': [models.Index(fields=['owner', 'account', 'status', 'n'], name='statuscount_key')],
+                'indexes': [models.Index(fields=['owner', 'status', 'account', 'n'], name='statuscount_key')],
             },
         ),
         migrations.RemoveIndex(
