@@ -286,20 +286,23 @@ def _mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
     now = timezone.now()
     with transaction.atomic():
         _fast_commit()
-        held = _update_row(
-            OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
-            {"lease_until": now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS"))},
+        held = _update_rows(
+            (OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
+             {"lease_until": now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS"))}),
+            (DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now}),
         )
         if not held:
             raise LeaseLost(f"message {message_id}: lease lost before the end of data")
-        _update_row(DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now})
 
 
-def _update_row(model, where: dict, values: dict) -> int:
+Update = tuple[type, dict, dict]  # (model, {field: value} to match, {field: value} to set)
+
+
+def _update_sql(model, where: dict, values: dict) -> tuple[str, list]:
     """``model.objects.filter(**where).update(**values)`` for plain equality filters and
-    plain values, as one prepared statement without the ORM's query compiler: the delivery
-    loop runs three of these per message, and compiling them cost more than running them.
-    Values are converted by the fields themselves (``get_db_prep_save``), as the ORM does."""
+    plain values, as SQL without the ORM's query compiler: the delivery loop runs several
+    of these per message, and compiling them cost more than running them. Values are
+    converted by the fields themselves (``get_db_prep_save``), as the ORM does."""
     meta = model._meta
     ops = db_connection.ops
 
@@ -317,10 +320,31 @@ def _update_row(model, where: dict, values: dict) -> int:
         f, col = column(name)
         conds.append(f"{col} = %s")
         params.append(f.get_db_prep_value(value, db_connection))
-    sql = f"UPDATE {ops.quote_name(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conds)}"
-    with db_connection.cursor() as cur:
+    table = ops.quote_name(meta.db_table)
+    return f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(conds)}", params
+
+
+def _update_rows(first: Update, *then: Update) -> bool:
+    """Run ``first``, and ``then`` only if ``first`` matched a row; return whether it did.
+    All or nothing: on PostgreSQL one statement (data-modifying CTEs, so one round trip,
+    atomic even outside a transaction); elsewhere in one transaction."""
+    sql, params = _update_sql(*first)
+    if db_connection.vendor == "postgresql":
+        parts = [f"first AS ({sql} RETURNING 1)"]
+        for n, update in enumerate(then):
+            sql_n, params_n = _update_sql(*update)
+            parts.append(f"u{n} AS ({sql_n} AND EXISTS (SELECT 1 FROM first))")
+            params += params_n
+        with db_connection.cursor() as cur:
+            cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM first", params)
+            return cur.fetchone()[0] > 0
+    with transaction.atomic(), db_connection.cursor() as cur:
         cur.execute(sql, params)
-        return cur.rowcount
+        if cur.rowcount == 0:
+            return False
+        for update in then:
+            cur.execute(*_update_sql(*update))
+    return True
 
 
 # --- deliver -----------------------------------------------------------------------------
@@ -789,8 +813,8 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
 
 
 def _record_sent(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _Result) -> bool:
-    """The common case of ``_record`` in three short statements (no ORM compiling, no
-    SELECT): every recipient of the message was accepted by this attempt, and there is no
+    """The common case of ``_record`` in one statement on PostgreSQL, a few short ones
+    elsewhere (no ORM compiling, no SELECT): every recipient of the message was accepted by this attempt, and there is no
     error, no decision and no throttle to lift. It writes what ``_record`` would write then,
     in one transaction, conditional on our attempt id like it. Returns False, having
     written nothing, when the case does not apply or the message is no longer ours; the
@@ -809,22 +833,19 @@ def _record_sent(message: OutboxMessage, attempt: DeliveryAttempt, account, resu
         return False
     now = timezone.now()
     reply = result.reply
-    with transaction.atomic():
-        held = _update_row(
-            OutboxMessage,
-            {"pk": message.pk, "attempt_id": attempt.attempt_id, "status": Status.SENDING},
-            {"status": Status.SENT, "attempt_id": None, "lease_until": None, "claimed_by": "",
-             "last_error": "", "next_attempt_at": None, "sent_at": message.sent_at or now},
-        )
-        if not held:
-            return False
-        for r in rows:
-            _status, code, enhanced, text, reason = result.recipients[r.address]
-            _update_row(Recipient, {"pk": r.pk}, {
-                "status": RStatus.ACCEPTED, "code": code, "enhanced": enhanced,
-                "text": text[:5000], "reason": reason[:5000], "updated_at": now,
-            })
-        _update_row(DeliveryAttempt, {"pk": attempt.pk}, {
+    recipients = [
+        (Recipient, {"pk": r.pk}, {"status": RStatus.ACCEPTED, "code": code, "enhanced": enhanced,
+                                   "text": text[:5000], "reason": reason[:5000], "updated_at": now})
+        for r in rows
+        for _status, code, enhanced, text, reason in [result.recipients[r.address]]
+    ]
+    return _update_rows(
+        (OutboxMessage,
+         {"pk": message.pk, "attempt_id": attempt.attempt_id, "status": Status.SENDING},
+         {"status": Status.SENT, "attempt_id": None, "lease_until": None, "claimed_by": "",
+          "last_error": "", "next_attempt_at": None, "sent_at": message.sent_at or now}),
+        *recipients,
+        (DeliveryAttempt, {"pk": attempt.pk}, {
             "finished_at": now,
             "outcome": Outcome.SENT,
             "reply_code": getattr(reply, "code", None),
@@ -837,8 +858,8 @@ def _record_sent(message: OutboxMessage, attempt: DeliveryAttempt, account, resu
                 {"address": a, "status": s, "code": c, "enhanced": e, "text": t, "reason": why}
                 for a, (s, c, e, t, why) in result.recipients.items()
             ],
-        })
-    return True
+        }),
+    )
 
 
 def _enqueue_soon(message_id: int) -> None:
