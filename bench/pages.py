@@ -10,6 +10,12 @@ each page prints the median server time per request (the whole request in-proces
 middleware, views, queries, templates), the query count (CaptureQueriesContext), and the
 ratio against Django's bare login page measured in the same run. Targets: the same number
 of queries whatever the page size, and every page under 10× the login page.
+
+Nothing on these pages is cached: the history's tab counts are the sums of
+``mailer.counts`` (folded by ``compact()`` after the fill, as Celery beat would have), or,
+under a date or search filter, a count of the filtered messages. A last case measures the
+first page with 10,000 counter rows not yet folded (a busy half-minute between two beat
+compactions), and the compaction that folds them.
 """
 
 from __future__ import annotations
@@ -115,13 +121,8 @@ def _fill(n_messages: int):
             for m in created for a in m.to_display.split(", ")
         )
     OutboxMessage._meta.get_field("created_at").auto_now_add = True
-    # Fresh statistics, as autovacuum / a long-lived database would have: without them
-    # PostgreSQL plans the first queries as if the tables were empty.
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
     fill_seconds = time.perf_counter() - started
+    _settle()
     target = OutboxMessage.objects.filter(owner=user).order_by("-id").first()
     for _ in range(3):
         DeliveryAttempt.objects.create(
@@ -130,6 +131,31 @@ def _fill(n_messages: int):
             transcript="S: 220 bench\nC: EHLO bench\nS: 250 ok\n" * 20,
         )
     return user, accounts, target, fill_seconds
+
+
+def _settle() -> None:
+    """What Celery beat and autovacuum would have done by now in a long-lived database:
+    fold the tab counters the fill's triggers wrote (``mailer.counts.compact``), and fresh
+    statistics — without them PostgreSQL plans the first queries as if the tables were
+    empty — plus, on PostgreSQL, the visibility map that lets a count read an index only."""
+    from django.db import connection
+
+    from mailer import counts
+
+    counts.compact()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
+
+
+def _backlog(user, rows: int) -> None:
+    """``rows`` counter rows not yet folded: messages sent and put back, through the
+    triggers (-1 and +1 for each move), as workers do between two compactions."""
+    from mailer.models import OutboxMessage
+
+    ids = list(OutboxMessage.objects.filter(owner=user, status="sent")
+               .order_by("id").values_list("pk", flat=True)[:rows // 4])
+    OutboxMessage.objects.filter(pk__in=ids).update(status="queued")
+    OutboxMessage.objects.filter(pk__in=ids).update(status="sent")
 
 
 def _queries(client, url: str) -> int:
@@ -142,24 +168,16 @@ def _queries(client, url: str) -> int:
     return len(captured)  # read now: the next request clears the connection's query log
 
 
-def _measure(client, url: str, baseline, runs: int, *, cold: bool = False):
+def _measure(client, url: str, baseline, runs: int):
     """Median milliseconds of ``url`` and of the login page, requested alternately (so a
-    machine that gets busier during the run slows both alike), and the query count.
-    ``cold``: empty the cache (the history's tab counts) before every request of ``url``,
-    outside the timing."""
-    from django.core.cache import cache
-
+    machine that gets busier during the run slows both alike), and the query count."""
     anonymous, login_url = baseline
     for _ in range(3):  # warm-up: template loading, query plans, connections
         client.get(url)
         anonymous.get(login_url)
-    if cold:
-        cache.clear()
     queries = _queries(client, url)
     page_times, login_times = [], []
     for _ in range(runs):
-        if cold:
-            cache.clear()
         started = time.perf_counter()
         client.get(url)
         page_times.append(time.perf_counter() - started)
@@ -186,14 +204,14 @@ def main() -> int:
 
 def _run(args) -> int:
     from django.conf import settings
-    from django.core.cache import cache
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
 
     import webui.views.outbox as outbox_views
-    from mailer.models import OutboxMessage
+    from mailer import counts as status_counts
+    from mailer.models import OutboxMessage, StatusCount
 
     # The test Client's host. (Not setup_test_environment(): it instruments every template
     # render for test assertions, which would be measured too.)
@@ -225,31 +243,35 @@ def _run(args) -> int:
         ("history, live poll (50 rows in flight)", f"/outbox/live/?ids={in_flight}"),
     ]
     over = []
-    print("  (history: warm = tab counts cached, as within 10 s of the previous request;"
-          " cold = counted afresh)")
-    for label, url in pages:
+
+    def measure(label: str, url: str) -> None:
         ms, login_ms, queries = _measure(client, url, baseline, args.runs)
         ratio = ms / login_ms
-        line = (f"  {label:<40} {ms:7.2f} ms  {queries:2d} queries  login {login_ms:5.2f} ms"
-                f"  ratio {ratio:6.2f}×")
-        if url.startswith("/outbox/") and not url.startswith("/outbox/live/"):
-            cold_ms, cold_login_ms, cold_q = _measure(client, url, baseline, args.runs, cold=True)
-            line += f" | cold {cold_ms:7.2f} ms  {cold_q:2d} q  ratio {cold_ms / cold_login_ms:6.2f}×"
+        print(f"  {label:<48} {ms:7.2f} ms  {queries:2d} queries  login {login_ms:5.2f} ms"
+              f"  ratio {ratio:6.2f}×")
         if ratio >= TARGET_RATIO:
             over.append(label)
-        print(line)
+
+    for label, url in pages:
+        measure(label, url)
+    backlog = 10_000
+    _backlog(user, backlog)
+    measure(f"history, first page, {StatusCount.objects.count():,} counter rows", "/outbox/")
+    started = time.perf_counter()
+    folded = status_counts.compact()
+    print(f"  compaction: {folded:,} rows fewer in {(time.perf_counter() - started) * 1000:.1f} ms;"
+          f" {StatusCount.objects.count()} left")
 
     counts = {}
     for size in (10, 50, 200):
         outbox_views.PAGE_SIZE = size
-        cache.clear()
         counts[size] = _queries(client, "/outbox/")
     outbox_views.PAGE_SIZE = 50
     constant = len(set(counts.values())) == 1
     print("  queries by page size: " + ", ".join(f"{k} rows → {v}" for k, v in counts.items())
           + (" (constant)" if constant else " (NOT constant)"))
     ok = constant and not over
-    print(f"target < {TARGET_RATIO:.0f}× the login page (warm): "
+    print(f"target < {TARGET_RATIO:.0f}× the login page: "
           + ("met by every page" if not over else "NOT met by " + "; ".join(over)))
     return 0 if ok else 1
 
