@@ -9,13 +9,14 @@ Addresses are checked with email-validator (IDN aware, no DNS look-ups).
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import make_msgid, parseaddr
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -29,6 +30,42 @@ FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
 _LINE_BREAKS = ("\r", "\n")
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib registry, minus work that gives the same answer every time.
+
+    The stdlib's ``__getitem__`` builds a new class with ``type()`` on every header set,
+    read or folded — about a third of the cost of building a small message — and the
+    classes it builds are all alike, so one per header name serves every message. And the
+    MIME headers the stdlib sets itself (``Content-Type: text/plain; charset="utf-8"``,
+    ``MIME-Version: 1.0`` …) are parsed once per distinct value, not once per message:
+    a header object depends only on its name and value and is never changed after it is
+    made, so messages can share it."""
+
+    _SHARED = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+        self._shared = functools.lru_cache(maxsize=256)(super().__call__)
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+    def __call__(self, name: str, value):
+        if isinstance(value, str) and name.lower() in self._SHARED:
+            return self._shared(name, str(value))
+        return super().__call__(name, value)
+
+
+# The stdlib policies with that registry; the same policies otherwise, so the same bytes.
+_POLICY_SMTP = email_policy.SMTP.clone(header_factory=_HeaderClasses())
+_POLICY_SMTPUTF8 = email_policy.SMTPUTF8.clone(header_factory=_HeaderClasses())
+
+
 @dataclass(frozen=True)
 class ParsedAddress:
     display_name: str
@@ -38,6 +75,15 @@ class ParsedAddress:
     def header_address(self) -> Address:
         username, _, domain = self.address.rpartition("@")
         return Address(display_name=self.display_name, username=username, domain=domain)
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_header(policy, name: str, addresses: tuple[ParsedAddress, ...]):
+    """The header object for an address field, made once per distinct value: the same
+    account's From and the same recipients come back message after message, and parsing
+    an address header is most of the cost of setting it. The key is the exact value, so
+    an account whose name or address changes gets a new header."""
+    return policy.header_factory(name, [a.header_address() for a in addresses])
 
 
 @dataclass
@@ -50,6 +96,7 @@ class FrozenMessage:
     to_display: str
     smtputf8: bool
     warnings: list[str] = field(default_factory=list)
+    attachment_count: int = 0  # files in the message (send_draft moves that many rows)
 
 
 def check_header_value(value: str, name: str, errors: dict[str, list[str]], key: str) -> None:
@@ -60,8 +107,12 @@ def check_header_value(value: str, name: str, errors: dict[str, list[str]], key:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def validate_address(raw: str) -> tuple[str, bool]:
-    """Return (normalized address, needs SMTPUTF8) or raise ``EmailNotValidError``."""
+    """Return (normalized address, needs SMTPUTF8) or raise ``EmailNotValidError``.
+
+    Memoised: the answer depends on the string alone (no DNS look-ups), and the same
+    senders and recipients come back message after message. Failures are not cached."""
     info = validate_email(raw, check_deliverability=False, allow_smtputf8=True)
     ascii_form = info.ascii_email  # None when the local part is not ASCII
     if ascii_form:
@@ -180,21 +231,16 @@ def build_message(
 
     smtputf8 = sender_utf8 or any(a.smtputf8 for lst in parsed.values() for a in lst)
     # SMTPUTF8 (RFC 6532) lets headers carry raw UTF-8; otherwise RFC 2047 encoded words.
-    pol = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+    pol = _POLICY_SMTPUTF8 if smtputf8 else _POLICY_SMTP
     msg = EmailMessage(policy=pol)
-    msg["From"] = Address(
-        display_name=account.from_name,
-        username=sender.rpartition("@")[0],
-        domain=sender.rpartition("@")[2],
-    )
-    if parsed["to"]:
-        msg["To"] = [a.header_address() for a in parsed["to"]]
-    if parsed["cc"]:
-        msg["Cc"] = [a.header_address() for a in parsed["cc"]]
-    if parsed["reply_to"]:
-        msg["Reply-To"] = [a.header_address() for a in parsed["reply_to"]]
+    msg["From"] = _address_header(pol, "From", (ParsedAddress(account.from_name, sender, sender_utf8),))
+    for key, name in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
+        if parsed[key]:
+            msg[name] = _address_header(pol, name, tuple(parsed[key]))
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(date or timezone.now())
+    # A datetime, not its text: the header formats it with format_datetime either way, and
+    # is spared parsing the text back.
+    msg["Date"] = date or timezone.now()
     msg["Message-ID"] = message_id or make_msgid(domain=_message_id_domain(sender))
     msg.set_content(body_text or "", cte=_cte(body_text or ""))
     if body_html:
@@ -218,6 +264,7 @@ def build_message(
         subject=subject,
         to_display=to_display,
         smtputf8=smtputf8,
+        attachment_count=len(attachments),
     )
 
 
