@@ -130,6 +130,8 @@ def check_message(account, frozen) -> None:
     account's server would refuse. Raises ``django.core.exceptions.ValidationError``."""
     from django.core.exceptions import ValidationError
 
+    if not account.capabilities:
+        return  # never connected: nothing to check against (as in problems), so skip the scan
     eml: bytes = frozen.eml
     found = problems(
         account.capabilities,

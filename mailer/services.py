@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from mailer import mime
@@ -117,33 +117,55 @@ def send_draft(
     hold_until = now + timedelta(seconds=hold_seconds) if hold_seconds else None
     due = max(t for t in (now, hold_until, send_at) if t is not None)
     status = Status.SCHEDULED if due > now else Status.QUEUED
-    with transaction.atomic():
-        message = OutboxMessage(
-            owner=user,
-            account=account,
-            status=status,
-            size=len(frozen.eml),
-            envelope_from=frozen.envelope_from,
-            message_id=frozen.message_id,
-            subject=frozen.subject,
-            to_display=frozen.to_display,
-            next_attempt_at=due,
-            scheduled_at=send_at if send_at and send_at > now else None,
-            hold_until=hold_until,
-            source_draft=_draft_snapshot(draft),
-            # Mail of a paused account waits (it is not claimed) until the account is fixed.
-            wait_reason=f"The account is paused. {account.paused_reason}".strip()[:500]
-            if account.paused_at is not None else "",
-        )
-        message.eml.save("message.eml", ContentFile(frozen.eml), save=False)
-        message.save()
-        Recipient.objects.bulk_create(
-            Recipient(message=message, address=addr, kind=kind) for addr, kind in frozen.recipients
-        )
-        draft.attachments.update(draft=None, message=message)
-        draft.delete()
-        if status == Status.QUEUED:
-            _enqueue(message.pk, account.pk)
+    message = OutboxMessage(
+        owner=user,
+        account=account,
+        status=status,
+        size=len(frozen.eml),
+        envelope_from=frozen.envelope_from,
+        message_id=frozen.message_id,
+        subject=frozen.subject,
+        to_display=frozen.to_display,
+        next_attempt_at=due,
+        scheduled_at=send_at if send_at and send_at > now else None,
+        hold_until=hold_until,
+        source_draft=_draft_snapshot(draft),
+        # Mail of a paused account waits (it is not claimed) until the account is fixed.
+        wait_reason=f"The account is paused. {account.paused_reason}".strip()[:500]
+        if account.paused_at is not None else "",
+    )
+    message.eml.save("message.eml", ContentFile(frozen.eml), save=False)
+    try:
+        with transaction.atomic():
+            message.save()
+            Recipient.objects.bulk_create(
+                Recipient(message=message, address=addr, kind=kind)
+                for addr, kind in frozen.recipients
+            )
+            if frozen.attachment_count:
+                draft.attachments.update(draft=None, message=message)
+            # One DELETE, not Model.delete(): its collector would look for attachments
+            # (moved just above) and delete none. Nothing else refers to a draft and no
+            # signal listens. An attachment added after build_from_draft read them still
+            # refers to the draft, and the deferred foreign key refuses the commit (below).
+            if not Draft.objects.filter(pk=draft.pk)._raw_delete(Draft.objects.db):
+                # Sent or deleted meanwhile (a second click on Send): queue it only once.
+                raise ActionNotAllowed(
+                    "This draft has already been sent or deleted, so it was not sent again. "
+                    "Look for it in the outbox."
+                )
+            if status == Status.QUEUED:
+                _enqueue(message.pk, account.pk)
+    except (IntegrityError, ActionNotAllowed) as exc:
+        # Rolled back for certain: the stored file belongs to no message.
+        message.eml.delete(save=False)
+        if isinstance(exc, IntegrityError) and Attachment.objects.filter(draft=draft).exists():
+            raise ValidationError({"attachments": [
+                "An attachment was added to this draft while it was being sent, so nothing "
+                "was sent. Check the draft and send it again."
+            ]}) from exc
+        raise
+    draft.pk = None  # consumed, as Model.delete() leaves it
     return message
 
 
