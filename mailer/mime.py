@@ -22,12 +22,13 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
+from mailer.validators import control_character, has_line_break
+
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
                "subject": "Subject", "from_address": "From", "from_name": "From name"}
 
 # CR and LF end a header line: one inside a value would let input add headers of its own.
-_LINE_BREAKS = ("\r", "\n")
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -100,10 +101,15 @@ class FrozenMessage:
 
 
 def check_header_value(value: str, name: str, errors: dict[str, list[str]], key: str) -> None:
-    if any(c in value for c in _LINE_BREAKS):
+    if has_line_break(value):
         errors.setdefault(key, []).append(
             f"{name} contains a line break. Header fields must be on one line: "
             f"remove the line break and try again."
+        )
+    elif bad := control_character(value):
+        errors.setdefault(key, []).append(
+            f"{name} contains a control character ({bad}), which cannot go into a mail "
+            f"header: remove it and try again."
         )
 
 
@@ -220,9 +226,11 @@ def build_message(
         )
         sender, sender_utf8 = "", False
     for name, _, _ in attachments:
-        if any(c in name for c in _LINE_BREAKS):
+        if has_line_break(name) or control_character(name):
+            shown = "".join(c if c.isprintable() else "?" for c in name.strip())
             errors.setdefault("attachments", []).append(
-                f"The attachment name '{name.strip()}' contains a line break; rename the file."
+                f"The attachment name '{shown}' contains a line break or a control "
+                "character; rename the file."
             )
     if not (parsed["to"] or parsed["cc"] or parsed["bcc"]) and "to" not in errors:
         errors.setdefault("to", []).append("Add at least one recipient (To, Cc or Bcc).")

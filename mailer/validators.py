@@ -3,6 +3,8 @@ the field, instead of making every later send fail."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from cryptography import x509
 from django.core.exceptions import ValidationError
 from email_validator import EmailNotValidError
@@ -19,7 +21,7 @@ def validate_port(value: int) -> None:
 
 def validate_host(value: str) -> None:
     if any(c.isspace() for c in value):
-        if any(c in value for c in "\r\n"):
+        if has_line_break(value):
             raise ValidationError(
                 "The host name cannot contain a line break. Enter only the server's name, "
                 "like smtp.example.com.",
@@ -38,11 +40,36 @@ def validate_host(value: str) -> None:
         )
 
 
+# Everything Python's str.splitlines() breaks a line on, which is also what the email
+# package refuses in a header value: CR and LF, but also VT, FF, the file/group/record
+# separators, NEL and the Unicode line and paragraph separators.
+LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def has_line_break(value: str) -> bool:
+    return not LINE_BREAKS.isdisjoint(value)
+
+
+def control_character(value: str) -> str | None:
+    """The first control character in ``value`` other than a tab or a line break, as
+    "U+0007", or None. Such a character has no place in a mail header."""
+    for c in value:
+        if c != "\t" and c not in LINE_BREAKS and unicodedata.category(c) == "Cc":
+            return f"U+{ord(c):04X}"
+    return None
+
+
 def validate_single_line(value: str) -> None:
-    if any(c in value for c in "\r\n"):
+    if has_line_break(value):
         raise ValidationError(
             "This cannot contain a line break: it goes into a mail header. Put it on one line.",
             code="line_break",
+        )
+    if bad := control_character(value):
+        raise ValidationError(
+            f"This contains a control character ({bad}), which cannot go into a mail header. "
+            "Remove it.",
+            code="control_character",
         )
 
 

@@ -59,6 +59,13 @@ BAD = [
                  id="from-address-invalid"),
     pytest.param({"from_name": "Owen\r\nBcc: eve@example.net"}, "from_name", ("line break",),
                  id="from-name-with-line-break"),
+    # What str.splitlines() (and so the email package) also takes for a line break.
+    pytest.param({"from_name": "Owen\u2028Bcc: eve@example.net"}, "from_name", ("line break",),
+                 id="from-name-with-unicode-line-separator"),
+    pytest.param({"from_name": "Owen\x0cSmith"}, "from_name", ("line break",),
+                 id="from-name-with-form-feed"),
+    pytest.param({"from_name": "Owen\x07Smith"}, "from_name", ("control character", "U+0007"),
+                 id="from-name-with-control-character"),
     pytest.param({"reply_to": "reply here"}, "reply_to", ("address",), id="reply-to-invalid"),
     pytest.param({"quota_per_minute": "-5"}, "quota_per_minute", ("0",), id="quota-negative"),
     pytest.param({"label": ""}, "label", ("required",), id="label-empty"),

@@ -51,6 +51,16 @@ REFUSED = [
          ("To", "line break")),
     Case("lf-display-name-cc", {"cc": f"Bob\n{INJECTION} <bob@example.org>"},
          ("Cc", "line break")),
+    # Line breaks other than CR and LF (str.splitlines() splits on them, and the email
+    # package refuses them in a header: they once made sending fail with a raw ValueError).
+    Case("u2028-subject", {"subject": f"Report\u2028{INJECTION}"}, ("subject", "line break")),
+    Case("u2029-subject", {"subject": "Report\u2029x"}, ("subject", "line break")),
+    Case("form-feed-subject", {"subject": "Report\x0cx"}, ("subject", "line break")),
+    Case("nel-subject", {"subject": "Report\x85x"}, ("subject", "line break")),
+    Case("u2028-display-name", {"to": '"Ann\u2028X" <ann@example.org>'}, ("To", "line break")),
+    Case("bell-subject", {"subject": "Report\x07"}, ("subject", "control character", "U+0007")),
+    Case("escape-in-cc-name", {"cc": "Bob\x1b[31m <bob@example.org>"},
+         ("Cc", "control character", "U+001B")),
     # Addresses that are not addresses.
     Case("invalid-address", {"to": "not-an-address"}, ("not-an-address", "not a valid address")),
     Case("address-without-domain", {"to": "ann@"}, ("ann@", "not a valid address")),
