@@ -273,6 +273,9 @@ MAILROOM_NOOP_AFTER_SECONDS = env.float("MAILROOM_NOOP_AFTER_SECONDS", default=2
 # this long before the task ends (mailer.delivery.drain).
 MAILROOM_CLAIM_BATCH = env.int("MAILROOM_CLAIM_BATCH", default=20)
 MAILROOM_DRAIN_SECONDS = env.float("MAILROOM_DRAIN_SECONDS", default=30.0)
+# A woken worker waits this long before its first claim, so that mail sent meanwhile goes
+# out in the same batch instead of each message costing a wake-up of its own.
+MAILROOM_DRAIN_GATHER_SECONDS = env.float("MAILROOM_DRAIN_GATHER_SECONDS", default=0.1)
 MAILROOM_DEFAULT_HOLD_SECONDS = env.int("MAILROOM_DEFAULT_HOLD_SECONDS", default=10)
 MAILROOM_RETRY_UNKNOWN = env.bool("MAILROOM_RETRY_UNKNOWN", default=False)
 # SMTP timeouts in seconds: opening the connection, each command's reply, the whole data

@@ -9,10 +9,12 @@ flags on Redis in the services pass."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from unittest import mock
 
 import pytest
+from django.db import connection
 
 from mailer import delivery, rediskeys, tasks
 from tests.conftest import TEST_REDIS_URL, redis_answers, require_service
@@ -99,3 +101,29 @@ def test_without_redis_every_send_rings(owner, account, settings, rung,
     for _ in range(3):
         _send(owner, account, django_capture_on_commit_callbacks)
     assert rung.call_count == 3 and not tasks.flag_raised(account.pk)
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)  # the worker thread has its own connection
+def test_mail_sent_while_the_worker_gathers_joins_its_batch(owner, account, server, flags, rung,
+                                                            settings,
+                                                            django_capture_on_commit_callbacks):
+    settings.MAILROOM_DRAIN_GATHER_SECONDS = 1.0
+    first = _send(owner, account, django_capture_on_commit_callbacks, subject="first")
+    outcomes = []
+    # The worker's side in a thread of its own, the way a woken worker starts.
+    def work():
+        try:
+            outcomes.extend(delivery.drain(first.pk))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    for n in range(3):  # sent during the gathering second: the flag is still raised
+        _send(owner, account, django_capture_on_commit_callbacks, subject=f"later {n}")
+    worker.join(timeout=30)
+
+    assert rung.call_count == 1  # one wake-up for four messages
+    assert outcomes == ["sent"] * 4 and len(server.received) == 4
+    assert not tasks.flag_raised(account.pk)
