@@ -432,11 +432,13 @@ def drain(message_id: int, *, worker: str | None = None) -> list[str]:
         return [] if outcome is None else [outcome]
     from mailer import tasks
 
-    # Let the mail sent in the next moments join this batch: their sends see the flag still
-    # raised and ring no more, and one wake-up carries them all (a burst of sends would
-    # otherwise wake a worker per message, each paying the task, the claim and the final
-    # empty claim for one message).
-    time.sleep(_seconds("MAILROOM_DRAIN_GATHER_SECONDS"))
+    # Woken through the account's flag: let the mail sent in the next moments join this
+    # batch. Their sends see the flag still raised and ring no more, and one wake-up carries
+    # them all (a burst of sends would otherwise wake a worker per message, each paying the
+    # task, the claim and the final empty claim for one message). Other wake-ups (the
+    # sweeper's, or every send's without Redis) do not wait: nothing gathers behind them.
+    if tasks.flag_raised(account_id):
+        time.sleep(_seconds("MAILROOM_DRAIN_GATHER_SECONDS"))
     # Before the first claim: a send committed from here on rings again (tasks.publish).
     tasks.lower_flag(account_id)
     limit = int(getattr(settings, "MAILROOM_CLAIM_BATCH", 20))

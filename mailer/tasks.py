@@ -111,6 +111,12 @@ def lower_flag(account_id: int) -> None:
 
 
 def flag_raised(account_id: int) -> bool:
-    """Whether a wake-up for the account is waiting (for tests and diagnostics)."""
+    """Whether a wake-up for the account is waiting (False without Redis, or when Redis
+    cannot be asked)."""
     client = rediskeys.client()
-    return bool(client is not None and client.exists(_flag_key(account_id)))
+    if client is None:
+        return False
+    try:
+        return bool(client.exists(_flag_key(account_id)))
+    except rediskeys.errors():
+        return False
