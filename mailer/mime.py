@@ -28,9 +28,6 @@ ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
                "subject": "Subject", "from_address": "From", "from_name": "From name"}
 
-# CR and LF end a header line: one inside a value would let input add headers of its own.
-
-
 class _HeaderClasses(HeaderRegistry):
     """The stdlib registry, minus work that gives the same answer every time.
 
@@ -101,6 +98,8 @@ class FrozenMessage:
 
 
 def check_header_value(value: str, name: str, errors: dict[str, list[str]], key: str) -> None:
+    """A line break inside a value would let input add headers of its own (header
+    injection); a control character has no place in a header either."""
     if has_line_break(value):
         errors.setdefault(key, []).append(
             f"{name} contains a line break. Header fields must be on one line: "
