@@ -28,6 +28,7 @@ ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
                "subject": "Subject", "from_address": "From", "from_name": "From name"}
 
+
 class _HeaderClasses(HeaderRegistry):
     """The stdlib registry, minus work that gives the same answer every time.
 
