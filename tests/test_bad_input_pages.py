@@ -55,8 +55,8 @@ def _plant(owner, account, where: str):
                                                          text=f"No such user {XSS}")
     elif key in ("reply_text", "transcript"):
         add_attempt(message, reply_code=550, **{key: f"S: 550 {XSS}"})
-    return ["/", "/outbox/", "/outbox/?tab=all", f"/messages/{m}/", f"/messages/{m}/row/",
-            f"/messages/{m}/status/"]
+    return ["/", "/outbox/", "/outbox/?tab=all", f"/messages/{m}/",
+            f"/messages/{m}/status/", f"/outbox/live/?ids={m}"]
 
 
 DISPLAYED = ["label", "from_name", "host", "username", "paused_reason", "capabilities",

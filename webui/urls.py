@@ -28,7 +28,6 @@ urlpatterns = [
     path("outbox/", outbox.outbox, name="outbox"),
     path("outbox/live/", outbox.outbox_live, name="outbox_live"),
     path("messages/<int:pk>/", outbox.message_detail, name="message"),
-    path("messages/<int:pk>/row/", outbox.message_row, name="message_row"),
     path("messages/<int:pk>/status/", outbox.message_status, name="message_status"),
     path("messages/<int:pk>/body.html", outbox.message_html, name="message_html"),
     path("messages/<int:pk>/download.eml", outbox.message_eml, name="message_eml"),

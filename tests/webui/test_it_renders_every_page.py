@@ -10,7 +10,7 @@ def _pages(account, draft, message):
         "/", "/accounts/", "/accounts/new/", f"/accounts/{account.pk}/",
         f"/accounts/{account.pk}/edit/", "/compose/", "/drafts/", f"/drafts/{draft.pk}/",
         "/outbox/", "/outbox/?tab=failed&q=alice", f"/messages/{message.pk}/",
-        f"/messages/{message.pk}/row/", f"/messages/{message.pk}/status/",
+        f"/messages/{message.pk}/status/", f"/outbox/live/?ids={message.pk}",
         f"/messages/{message.pk}/body.html", f"/messages/{message.pk}/download.eml",
     ]
 

@@ -77,5 +77,7 @@ def test_the_message_page_polls_until_final(owner, owner_client, account):
     OutboxMessage.objects.filter(pk=message.pk).update(status="sent")
     live = owner_client.get(f"/messages/{message.pk}/status/").content.decode()
     assert "hx-trigger" not in live and 'data-status="sent"' in live
-    row = owner_client.get(f"/messages/{message.pk}/row/").content.decode()
-    assert "Sent" in row and "hx-" not in row
+    # The history's poll shows the row final, and stops asking.
+    row = owner_client.get(f"/outbox/live/?ids={message.pk}").content.decode()
+    assert f'id="message-row-{message.pk}" data-status="sent"' in row and ">Sent<" in row
+    assert "hx-trigger" not in row

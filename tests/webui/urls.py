@@ -4,8 +4,7 @@
 def object_get_urls(account, draft, message) -> list[str]:
     return [
         f"/accounts/{account.pk}/", f"/accounts/{account.pk}/edit/", f"/drafts/{draft.pk}/",
-        f"/messages/{message.pk}/", f"/messages/{message.pk}/row/",
-        f"/messages/{message.pk}/status/", f"/messages/{message.pk}/body.html",
+        f"/messages/{message.pk}/", f"/messages/{message.pk}/status/", f"/messages/{message.pk}/body.html",
         f"/messages/{message.pk}/download.eml",
     ]
 

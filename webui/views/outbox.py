@@ -189,13 +189,6 @@ def outbox_live(request: HttpRequest) -> HttpResponse:
     return render(request, "webui/outbox/live_rows.html", {"rows": rows, **_poller(rows)})
 
 
-@login_required
-def message_row(request: HttpRequest, pk: int) -> HttpResponse:
-    message = _get_message_for_user(request, pk)
-    message.account_label = message.account.label if message.account else ""
-    return render(request, "webui/outbox/row.html", {"m": message})
-
-
 def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
     recipients = list(message.recipients.all())
     attempts = list(message.delivery_attempts.all())
