@@ -799,20 +799,8 @@ def _record(message: OutboxMessage, attempt: DeliveryAttempt, account, result: _
             Recipient.objects.bulk_update(changed, ["status", "code", "enhanced", "text", "reason",
                                                   "updated_at"])
         OutboxMessage.objects.filter(pk=message.pk).update(**update)
-        reply = result.reply
         DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-            finished_at=now,
-            outcome=outcome,
-            reply_code=getattr(reply, "code", None),
-            reply_enhanced=(getattr(reply, "enhanced", None) or ""),
-            reply_text=(getattr(reply, "text", None) or ""),
-            error_class=type(result.error).__name__ if result.error is not None else "",
-            transcript="\n".join(result.transcript),
-            connection_reused=result.reused,
-            recipients=[
-                {"address": a, "status": s, "code": c, "enhanced": e, "text": t, "reason": why}
-                for a, (s, c, e, t, why) in result.recipients.items()
-            ],
+            **_attempt_record(result, outcome, now)
         )
     if wake_now is not None:
         _enqueue_soon(message.pk)
@@ -839,7 +827,6 @@ def _record_sent(message: OutboxMessage, attempt: DeliveryAttempt, account, resu
     ):
         return False
     now = timezone.now()
-    reply = result.reply
     recipients = [
         (Recipient, {"pk": r.pk}, {"status": RStatus.ACCEPTED, "code": code, "enhanced": enhanced,
                                    "text": text[:5000], "reason": reason[:5000], "updated_at": now})
@@ -852,21 +839,27 @@ def _record_sent(message: OutboxMessage, attempt: DeliveryAttempt, account, resu
          {"status": Status.SENT, "attempt_id": None, "lease_until": None, "claimed_by": "",
           "last_error": "", "next_attempt_at": None, "sent_at": message.sent_at or now}),
         *recipients,
-        (DeliveryAttempt, {"pk": attempt.pk}, {
-            "finished_at": now,
-            "outcome": Outcome.SENT,
-            "reply_code": getattr(reply, "code", None),
-            "reply_enhanced": getattr(reply, "enhanced", None) or "",
-            "reply_text": getattr(reply, "text", None) or "",
-            "error_class": "",
-            "transcript": "\n".join(result.transcript),
-            "connection_reused": result.reused,
-            "recipients": [
-                {"address": a, "status": s, "code": c, "enhanced": e, "text": t, "reason": why}
-                for a, (s, c, e, t, why) in result.recipients.items()
-            ],
-        }),
+        (DeliveryAttempt, {"pk": attempt.pk}, _attempt_record(result, Outcome.SENT, now)),
     )
+
+
+def _attempt_record(result: _Result, outcome, now: datetime) -> dict:
+    """What an attempt's row says once it is over (``_record`` and ``_record_sent``)."""
+    reply = result.reply
+    return {
+        "finished_at": now,
+        "outcome": outcome,
+        "reply_code": getattr(reply, "code", None),
+        "reply_enhanced": getattr(reply, "enhanced", None) or "",
+        "reply_text": getattr(reply, "text", None) or "",
+        "error_class": type(result.error).__name__ if result.error is not None else "",
+        "transcript": "\n".join(result.transcript),
+        "connection_reused": result.reused,
+        "recipients": [
+            {"address": a, "status": s, "code": c, "enhanced": e, "text": t, "reason": why}
+            for a, (s, c, e, t, why) in result.recipients.items()
+        ],
+    }
 
 
 def _enqueue_soon(message_id: int) -> None:
