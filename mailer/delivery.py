@@ -64,7 +64,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from mailer import policy
+from mailer import policy, quotas
 from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
 from mailer.policy import Action
 
@@ -198,19 +198,6 @@ connections = ConnectionCache()
 
 def _noop_after() -> float:
     return float(getattr(settings, "MAILROOM_NOOP_AFTER_SECONDS", 2.0))
-
-
-# --- rate limit hook ---------------------------------------------------------------------
-
-
-def reserve_send(account: SmtpAccount) -> datetime | None:
-    """Ask the account's sending quota for one message: ``None`` means "send now", a time
-    means "not before then". Holds across all workers when ``mailer.quotas`` provides it."""
-    try:
-        from mailer import quotas
-    except ImportError:
-        return None
-    return quotas.reserve(account)
 
 
 # --- claim -------------------------------------------------------------------------------
@@ -403,7 +390,8 @@ def _deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt, pending: 
     elif not pending:
         result = _Result()
     else:
-        not_before = reserve_send(account)
+        # The account's sending quota, across all workers: None is "send now".
+        not_before = quotas.reserve(account)
         if not_before is not None and not_before > timezone.now():
             _release_for_quota(message, attempt, not_before)
             _log(message, account, "quota", started)

@@ -32,6 +32,10 @@ import enum
 import fnmatch
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailer.smtp.replies import Reply
 
 __all__ = [
     "NO_ENHANCED",
@@ -386,7 +390,7 @@ def classify_error(exc: BaseException, *, limit: int | None = None) -> Decision:
     )
 
 
-def classify_recipient(reply) -> Decision:
+def classify_recipient(reply: Reply) -> Decision:
     """Decide for one recipient's RCPT reply (``RecipientResult.reply``): accepted,
     deferred, failed, too many recipients, or throttled."""
     return classify("rcpt", reply.code, reply.enhanced, reply.text)
@@ -395,7 +399,7 @@ def classify_recipient(reply) -> Decision:
 # --- timing ------------------------------------------------------------------------------
 
 
-def _setting(name: str, default):
+def _setting(name: str, default: Any) -> Any:
     from django.conf import settings
 
     return getattr(settings, name, default)
@@ -420,7 +424,7 @@ def backoff(first_queued_at: datetime, now: datetime) -> timedelta:
 def expired(first_queued_at: datetime, now: datetime) -> bool:
     """True when a message has waited longer than ``MAILROOM_MAX_MESSAGE_AGE_SECONDS``: its
     next transient failure fails it with the last error."""
-    max_age = _setting("MAILROOM_MAX_MESSAGE_AGE_SECONDS", 5 * 86400)
+    max_age: float = _setting("MAILROOM_MAX_MESSAGE_AGE_SECONDS", 5 * 86400)
     return (now - first_queued_at).total_seconds() >= max_age
 
 

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from mailer import mime
+from mailer import mime, precheck
 from mailer.models import (
     Attachment,
     Draft,
@@ -63,18 +63,24 @@ def _enqueue(message_id: int, account_id: int | None = None) -> None:
     tasks.wake(message_id, account_id)
 
 
-def _run_precheck(account: SmtpAccount, frozen: mime.FrozenMessage) -> None:
-    """Compose-time checks against the account's capability snapshot (mailer.precheck)."""
-    try:
-        from mailer import precheck
-    except ImportError:
-        return
-    check = getattr(precheck, "check_message", None)
-    if check is not None:
-        check(account, frozen)
-
-
 # --- sending -----------------------------------------------------------------------------
+
+
+def _delete_draft_row(pk: int) -> bool:
+    """Delete the draft's row with one DELETE; False when it was already gone.
+
+    Not QuerySet.delete(): its collector would first select the draft and then delete
+    its attachments by cascade. Those that go with the message have just been moved to it,
+    and one added after build_from_draft read them must not vanish: it still refers to the
+    draft, so the deferred foreign key refuses the commit and nothing is sent (send_draft).
+    Nothing else refers to a draft and no signal listens for its deletion."""
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {qn(Draft._meta.db_table)} WHERE {qn(Draft._meta.pk.column)} = %s",
+            [pk],
+        )
+        return cursor.rowcount == 1
 
 
 def _draft_snapshot(draft: Draft) -> dict:
@@ -112,7 +118,8 @@ def send_draft(
         raise ValidationError({"hold_seconds": ["The undo window cannot be negative."]})
     send_at = send_at or draft.send_at
     frozen = mime.build_from_draft(draft, date=now)
-    _run_precheck(account, frozen)
+    # Refuse now what the account's server would refuse (its capability snapshot).
+    precheck.check_message(account, frozen)
 
     hold_until = now + timedelta(seconds=hold_seconds) if hold_seconds else None
     due = max(t for t in (now, hold_until, send_at) if t is not None)
@@ -144,11 +151,7 @@ def send_draft(
             )
             if frozen.attachment_count:
                 draft.attachments.update(draft=None, message=message)
-            # One DELETE, not Model.delete(): its collector would look for attachments
-            # (moved just above) and delete none. Nothing else refers to a draft and no
-            # signal listens. An attachment added after build_from_draft read them still
-            # refers to the draft, and the deferred foreign key refuses the commit (below).
-            if not Draft.objects.filter(pk=draft.pk)._raw_delete(Draft.objects.db):
+            if not _delete_draft_row(draft.pk):
                 # Sent or deleted meanwhile (a second click on Send): queue it only once.
                 raise ActionNotAllowed(
                     "This draft has already been sent or deleted, so it was not sent again. "

@@ -22,7 +22,7 @@ from email import policy as email_policy
 from email import utils as email_utils
 from email.message import EmailMessage
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, BinaryIO, NoReturn, TypedDict
 
 from mailer.smtp import Capabilities, SendResult, SMTPClient, errors
 
@@ -298,6 +298,14 @@ def read_secret(args: argparse.Namespace) -> str | None:
     return secret
 
 
+class _Timeouts(TypedDict, total=False):
+    """The timeouts given on the command line; the others keep SMTPClient's defaults."""
+
+    connect_timeout: float
+    command_timeout: float
+    data_timeout: float
+
+
 def client_from_args(args: argparse.Namespace) -> SMTPClient:
     if args.insecure and args.cafile:
         raise UsageError("--cafile and --insecure contradict each other; give one of them")
@@ -305,12 +313,15 @@ def client_from_args(args: argparse.Namespace) -> SMTPClient:
         raise UsageError(f"--cafile {args.cafile}: no such file")
     host, port = parse_server(args.server, args.security)
     secret = read_secret(args)
-    timeouts: dict[str, float] = {}
+    timeouts: _Timeouts = {}
     if args.timeout:
-        timeouts.update(connect_timeout=args.timeout, command_timeout=args.timeout)
-    for name in ("connect_timeout", "command_timeout", "data_timeout"):
-        if getattr(args, name):
-            timeouts[name] = getattr(args, name)
+        timeouts["connect_timeout"] = timeouts["command_timeout"] = args.timeout
+    if args.connect_timeout:
+        timeouts["connect_timeout"] = args.connect_timeout
+    if args.command_timeout:
+        timeouts["command_timeout"] = args.command_timeout
+    if args.data_timeout:
+        timeouts["data_timeout"] = args.data_timeout
     try:
         return SMTPClient(
             host,
@@ -371,7 +382,7 @@ def build_message(
     return msg
 
 
-def message_from_args(args: argparse.Namespace) -> tuple[bytes | IO[bytes], int, str | None]:
+def message_from_args(args: argparse.Namespace) -> tuple[bytes | BinaryIO, int, str | None]:
     """The message to send, its size, and its Message-ID when we built it."""
     for address in (args.sender, *args.recipients):
         if not address or _has_control_characters(address):
@@ -559,6 +570,8 @@ def _print_human(
         print(file=out)
     if args.command == "check":
         if exc is None:
+            # connect() returned, so the server's EHLO (or HELO) answer is known.
+            assert client.capabilities is not None
             print(_describe_connection(args, client), file=out)
             print("\n".join(_capability_lines(client.capabilities)), file=out)
             print("The account works.", file=out)
@@ -616,7 +629,7 @@ def _exit_code(
 
 def run(args: argparse.Namespace) -> int:
     client = client_from_args(args)
-    message: bytes | IO[bytes] = b""
+    message: bytes | BinaryIO = b""
     size = 0
     message_id = None
     if args.command == "send":

@@ -119,6 +119,7 @@ class Reply:
         lines = tuple(lines)
         first = lines[0] if lines else ""
         enhanced = None
+        start = 0  # where the text after the first line's enhanced code begins
         # The class digit of an enhanced code must equal the reply's first digit (RFC 3463
         # section 2 / RFC 2034); otherwise "250 2.0" style text is left alone. The cheap
         # character test first: this runs for every reply of every message.
@@ -126,10 +127,11 @@ class Reply:
             match = _ENHANCED.match(first)
             if match:
                 enhanced = ".".join(match.groups())
+                start = match.end()
         if enhanced is None:
             return cls(code, None, "\n".join(lines), lines)
         if len(lines) == 1:
-            return cls(code, enhanced, first[match.end() :], lines)
+            return cls(code, enhanced, first[start:], lines)
         texts = []
         for line in lines:
             if line.startswith(enhanced):
