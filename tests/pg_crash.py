@@ -36,7 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("MAILROOM_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """Where initdb and pg_ctl are: Debian's newest ``/usr/lib/postgresql/<version>/bin``
+    (they are not on PATH there; CI and the dev machine both have 15)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 LOOPBACK = "127.0.0.1"
 LEASE_SECONDS = 2  # the child workers' lease: the sweeper may reclaim soon after recovery
 
@@ -53,7 +63,7 @@ def available() -> str | None:
     """None when a private cluster can be run here, else what is missing."""
     for tool in ("initdb", "pg_ctl", "postgres"):
         if not (PG_BIN / tool).exists():
-            return f"PostgreSQL's {tool} (in {PG_BIN}; set MAILROOM_PG_BIN)"
+            return f"PostgreSQL's {tool} (in {PG_BIN})"
     if os.geteuid() == 0:
         import pwd
 
