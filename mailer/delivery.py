@@ -278,6 +278,7 @@ def _mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
             (OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
              {"lease_until": now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS"))}),
             (DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now}),
+            durable=True,
         )
         if not held:
             raise LeaseLost(f"message {message_id}: lease lost before the end of data")
@@ -312,10 +313,16 @@ def _update_sql(model, where: dict, values: dict) -> tuple[str, list]:
     return f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(conds)}", params
 
 
-def _update_rows(first: Update, *then: Update) -> bool:
+def _update_rows(first: Update, *then: Update, durable: bool = False) -> bool:
     """Run ``first``, and ``then`` only if ``first`` matched a row; return whether it did.
     All or nothing: on PostgreSQL one statement (data-modifying CTEs, so one round trip,
-    atomic even outside a transaction); elsewhere in one transaction."""
+    atomic even outside a transaction); elsewhere in one transaction.
+
+    ``durable`` (the end-of-data mark): on PostgreSQL the transaction's commit waits for
+    its WAL flush even where the server, the database or the role is configured with
+    ``synchronous_commit = off`` — no setting may turn an ``unknown`` into a blind resend.
+    Set in the same statement (``set_config(…, true)``, i.e. ``SET LOCAL``): no extra
+    round trip."""
     sql, params = _update_sql(*first)
     if db_connection.vendor == "postgresql":
         parts = [f"first AS ({sql} RETURNING 1)"]
@@ -323,8 +330,13 @@ def _update_rows(first: Update, *then: Update) -> bool:
             sql_n, params_n = _update_sql(*update)
             parts.append(f"u{n} AS ({sql_n} AND EXISTS (SELECT 1 FROM first))")
             params += params_n
+        sources = "first"
+        if durable:
+            # A plain SELECT in a WITH runs only if referenced: hence the cross join.
+            parts.append("flush AS (SELECT set_config('synchronous_commit', 'on', true))")
+            sources = "first, flush"
         with db_connection.cursor() as cur:
-            cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM first", params)
+            cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM {sources}", params)
             return cur.fetchone()[0] > 0
     with transaction.atomic(), db_connection.cursor() as cur:
         cur.execute(sql, params)

@@ -77,16 +77,18 @@ def available() -> str | None:
 
 
 class PrivatePostgres:
-    """A throwaway cluster on a free loopback port, trust auth, superuser ``postgres``.
+    """A throwaway cluster on a free loopback port, trust auth, superuser ``postgres``;
+    ``settings`` are server settings (``synchronous_commit="off"``).
 
     ``wal_writer_delay`` is raised to its maximum (10 s): an asynchronous commit's WAL then
     stays in PostgreSQL's memory until a later synchronous commit flushes it, so a crash
     loses it for certain — a weakened commit cannot hide behind a lucky WAL writer. Every
     synchronous commit is unaffected (it flushes its own WAL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: str) -> None:
         from tests.ports import free_port
 
+        self.settings = {"wal_writer_delay": "10000ms", **settings}
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mailroom-pg-"))
         self.data = self.dir / "data"
@@ -113,8 +115,8 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses={LOOPBACK} "
-                   f"-c unix_socket_directories={self.dir} -c wal_writer_delay=10000ms")
+        options = f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.dir}"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120",
                    "-o", options, "start")
 
@@ -161,17 +163,19 @@ def _child(env: dict, *args: str, timeout: float = 180) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(*, messages: int = 1, crash_at: int = 1, async_mark: bool = False) -> Outcome:
+def run(*, messages: int = 1, crash_at: int = 1, async_mark: bool = False,
+        server_settings: dict[str, str] | None = None) -> Outcome:
     """Queue ``messages``, deliver them in one drain, crash PostgreSQL (and the worker) when
     the server holds the data of the ``crash_at``-th, restart, recover; report.
 
     ``async_mark``: the delivering worker commits its end-of-data marks with
     ``synchronous_commit = off``, as before issue 12 — for showing what a weakened mark
-    does in the same window (the test's negative; never for the product)."""
+    does in the same window (the test's negative; never for the product).
+    ``server_settings``: for the private cluster (``PrivatePostgres``)."""
     from tests.smtp_servers import RecordingHandler, start_smtp_server
 
     outcome = Outcome()
-    pg = PrivatePostgres().init()
+    pg = PrivatePostgres(**(server_settings or {})).init()
     data_dir = Path(tempfile.mkdtemp(prefix="mailroom-pg-crash-"))
     worker: list[subprocess.Popen] = []
     struck = threading.Event()
@@ -254,8 +258,9 @@ def _deliver(args) -> dict:
 
     if args.async_mark:
         # The end-of-data mark as it was before issue 12: its transaction committed with
-        # synchronous_commit = off (the real mark runs inside, as a savepoint).
-        durable_mark = delivery._mark_end_of_data
+        # synchronous_commit = off (the real mark runs inside, as a savepoint), and nothing
+        # insisted on the flush.
+        durable_mark, update_rows = delivery._mark_end_of_data, delivery._update_rows
 
         def async_mark(*a, **kw):
             with transaction.atomic():
@@ -264,6 +269,7 @@ def _deliver(args) -> dict:
                 durable_mark(*a, **kw)
 
         delivery._mark_end_of_data = async_mark
+        delivery._update_rows = lambda *updates, durable=False: update_rows(*updates)
     return {"outcomes": delivery.drain(args.message)}
 
 

@@ -46,6 +46,17 @@ def test_in_a_batch_only_the_message_in_the_window_is_unknown():
     assert [outcome.times_received(m) for m in outcome.messages] == [1, 1, 1, 1]
 
 
+def test_the_mark_is_flushed_even_where_the_server_is_set_to_asynchronous_commits():
+    # An operator's synchronous_commit = off (server, database or role) weakens every other
+    # commit, not the mark: it insists on the flush for its own transaction.
+    outcome = pg_crash.run(messages=1, server_settings={"synchronous_commit": "off"})
+
+    [message] = outcome.messages
+    assert message["status"] == "unknown"
+    assert message["attempts"] == [{"outcome": "unknown", "marked": True}]
+    assert outcome.times_received(message) == 1
+
+
 def test_a_mark_committed_without_flushing_is_lost_and_the_message_goes_out_twice():
     # The negative, so that the test above is known to see the difference: the same window
     # with the mark committed as it was before issue 12 (synchronous_commit = off). The
