@@ -17,7 +17,9 @@ was delivered once, twice, or not at all:
   mid-batch and restarted (and, in full runs, the same with ``MAILROOM_RETRY_UNKNOWN`` on,
   which opens the documented duplicate window); Redis stopped mid-batch and started again 30 s later (5 s with
   ``--quick``); mail sent while the broker is down (the wake-up is lost, the sweeper must
-  deliver); the workers' PostgreSQL connections killed (``pg_terminate_backend``); each
+  deliver); the workers' PostgreSQL connections killed (``pg_terminate_backend``);
+  PostgreSQL itself crashed right after a message's end-of-data mark (on a private cluster
+  of its own, ``tests/pg_crash.py``: that message must be ``unknown``, not resent); each
   hostile server, which then heals (relays to a good sink) so that "lost" can be judged;
   two and four workers racing over the same due messages.
 
@@ -465,21 +467,11 @@ class Lab:
         row.queued = len(ids)
         messages = OutboxMessage.objects.filter(pk__in=ids).prefetch_related("recipients")
         for m in messages:
-            row.states[m.status] += 1
             got = {r.address.lower(): counts[(m.message_id.strip(), r.address.lower())]
                    for r in m.recipients.all()}
             failed = {r.address.lower() for r in m.recipients.all()
                       if r.status == Recipient.Status.FAILED and r.text}
-            if got and max(got.values()) > 1:
-                row.twice += 1
-            elif got and all(v == 1 for v in got.values()):
-                row.once += 1
-            elif m.status in ("failed", "unknown", "cancelled") and (m.last_error or failed):
-                pass  # not delivered, and the final state says why
-            elif all(v == 1 or a in failed for a, v in got.items()):
-                pass  # delivered to every recipient the server did not refuse for good
-            else:
-                row.lost += 1
+            tally(row, m.status, m.last_error, got, failed)
         missing = len(ids) - messages.count()
         if missing:
             row.lost += missing
@@ -492,6 +484,22 @@ class Lab:
             row.notes.append("attempts failed with " + ", ".join(
                 f"{name} x{n}" for name, n in errors.most_common()))
         return row
+
+
+def tally(row: Row, status: str, last_error: str, got: dict[str, int], failed: set[str]) -> None:
+    """Count one message: ``got`` is how often each recipient received it, ``failed`` the
+    recipients refused for good (with the server's words)."""
+    row.states[status] += 1
+    if got and max(got.values()) > 1:
+        row.twice += 1
+    elif got and all(v == 1 for v in got.values()):
+        row.once += 1
+    elif status in ("failed", "unknown", "cancelled") and (last_error or failed):
+        pass  # not delivered, and the final state says why
+    elif all(v == 1 or a in failed for a, v in got.items()):
+        pass  # delivered to every recipient the server did not refuse for good
+    else:
+        row.lost += 1
 
 
 # --- scenarios ---------------------------------------------------------------------------
@@ -610,6 +618,32 @@ def pg_terminate(lab: Lab) -> Row:
     return lab.conclude(row, ids)
 
 
+def pg_crash(lab: Lab) -> Row:
+    """PostgreSQL itself crashes (``pg_ctl stop -m immediate``) while a server holds a
+    message's data and has not answered, and the worker dies with it (the machine losing
+    power); then PostgreSQL recovers and the sweeper carries on. It needs a cluster of its
+    own (``tests/pg_crash.py``: initdb on a free port; the shared one is never stopped), so
+    it runs its own child processes there rather than this lab's workers. The message in
+    the window must be ``unknown`` (its durable mark survived), every other one sent once."""
+    from tests import pg_crash as crash
+
+    missing = crash.available()
+    if missing is not None:
+        raise SystemExit(f"the pg-crash scenario needs {missing}")
+    row = Row("pg-crash")
+    n = max(lab.plan.batch // 2, 3)
+    outcome = crash.run(messages=n, crash_at=n // 3)
+    row.queued = n
+    for m in outcome.messages:
+        tally(row, m["status"], m["last_error"], {"to": outcome.times_received(m)}, set())
+        if m["message_id"] == outcome.crashed:
+            row.notes.append(f"message {n // 3} in the window at the crash: {m['status']}")
+    if len(outcome.messages) < n:
+        row.lost += n - len(outcome.messages)
+        row.notes.append(f"{n - len(outcome.messages)} outbox rows vanished")
+    return row
+
+
 # behaviour -> (security, how many messages carry a big attachment)
 HOSTILE = {
     "refuse": ("none", 0),
@@ -708,6 +742,7 @@ INFRA = {
     "redis-outage": redis_outage,
     "broker-down-at-send": broker_down_at_send,
     "pg-terminate": pg_terminate,
+    "pg-crash": pg_crash,
 }
 
 

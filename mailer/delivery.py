@@ -7,8 +7,8 @@ The protocol (ARCHITECTURE invariants 1 and 3):
    ``DeliveryAttempt`` row is written in the same transaction, before any network traffic.
    Only the worker whose UPDATE matched goes on.
 2. **Talk SMTP with no transaction open.** Right before the final chunk of the data goes
-   out, ``end_of_data_at`` is stamped on the attempt (and the lease is checked: a worker
-   that has lost its lease stops there, so the message is not sent twice).
+   out, ``end_of_data_at`` is stamped on the attempt in a durable commit (and the lease is
+   checked: a worker that has lost its lease stops there, so the message is not sent twice).
 3. **Record** right after the server's final reply, and only if the message still carries
    our ``attempt_id``.
 4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that
@@ -31,18 +31,15 @@ its lease expires, and only a message whose *own* mark was committed becomes ``u
 A message whose lease ran out while it waited its turn and was taken over is not sent by
 us: the end-of-data mark is conditional on our attempt id.
 
-**Commit durability on PostgreSQL.** The claim and the end-of-data mark commit with
-``synchronous_commit = off``: the commit returns before its WAL is flushed, saving an fsync
-(~3 ms) each. A crashed or killed *worker* changes nothing: the rows are in the server. Only
-a crash of the *PostgreSQL server* (or its machine) can lose them, and only those not yet
-flushed: the WAL writer flushes within ``3 × wal_writer_delay`` (600 ms by default), and the
-synchronous commit of the attempt's record flushes all earlier WAL too. So the one weakened
-case is: PostgreSQL crashes in the few milliseconds between an end-of-data mark and the
-record of the same attempt (or a lost mark's 600 ms), *and* the server accepted the data. The
-message is then back in ``queued``/``sending`` without its mark after recovery and may be sent
-twice, where a durable mark would have made it ``unknown``. A lost claim alone only means
-the message is claimed again (nothing was sent before the mark). The record itself stays
-synchronous: a recorded result survives any crash. SQLite commits are unchanged.
+**Every commit here is durable.** The claim, the end-of-data mark and the record are ordinary
+commits: on PostgreSQL each returns only once its WAL is flushed (``synchronous_commit`` at
+its default, ``on``; nothing here lowers it). The mark is what turns a connection lost after
+the final dot into ``unknown`` instead of a blind resend, so it is on disk before the final
+chunk is written: a crash of the worker, of the PostgreSQL server or of its machine after
+that point finds the mark after recovery, and the sweeper makes the message ``unknown``
+(``tests/mailer/test_it_keeps_the_mark_through_a_database_crash.py``, and the
+``pg-crash`` scenario of ``bench/faults.py``). Throughput comes from doing fewer commits
+(one claim statement per batch, one statement per plain success), never from weaker ones.
 
 Retry times live in ``next_attempt_at``; the broker only carries wake-ups with ids.
 """
@@ -85,15 +82,6 @@ def worker_name() -> str:
 
 def _seconds(name: str) -> float:
     return float(getattr(settings, name))
-
-
-def _fast_commit() -> None:
-    """Inside an atomic block: let this transaction's commit skip the WAL flush on
-    PostgreSQL (see the module docstring for what that risks, and why it is bounded).
-    Only for our own outermost transaction: a caller's enclosing one keeps its durability."""
-    if db_connection.vendor == "postgresql" and not db_connection.savepoint_ids:
-        with db_connection.cursor() as cur:
-            cur.execute("SET LOCAL synchronous_commit = off")
 
 
 # --- the SMTP client for an account -----------------------------------------------------
@@ -245,7 +233,6 @@ def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage,
     attempt_id = uuid.uuid4()
     worker = worker or worker_name()
     with transaction.atomic():
-        _fast_commit()
         _serialise_probe(message_id)
         due_ids = OutboxMessage.objects.filter(_claimable_accounts(now)).filter(_due(now), pk=message_id)
         taken = OutboxMessage.objects.filter(pk__in=due_ids.values("pk")).filter(_due(now)).update(
@@ -269,14 +256,16 @@ def claim(message_id: int, *, worker: str | None = None) -> tuple[OutboxMessage,
 
 def _mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
     """Called by the SMTP client right before the final chunk: from here on a lost worker
-    means "outcome unknown". Also renews the lease, and stops if we no longer hold it."""
+    (or a crashed database) means "outcome unknown". The commit is durable and returns
+    before the final chunk is written, so the mark is on disk whenever the server may have
+    the message. Also renews the lease, and stops if we no longer hold it."""
     now = timezone.now()
     with transaction.atomic():
-        _fast_commit()
         held = _update_rows(
             (OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
              {"lease_until": now + timedelta(seconds=_seconds("MAILROOM_LEASE_SECONDS"))}),
             (DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now}),
+            durable=True,
         )
         if not held:
             raise LeaseLost(f"message {message_id}: lease lost before the end of data")
@@ -311,10 +300,16 @@ def _update_sql(model, where: dict, values: dict) -> tuple[str, list]:
     return f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(conds)}", params
 
 
-def _update_rows(first: Update, *then: Update) -> bool:
+def _update_rows(first: Update, *then: Update, durable: bool = False) -> bool:
     """Run ``first``, and ``then`` only if ``first`` matched a row; return whether it did.
     All or nothing: on PostgreSQL one statement (data-modifying CTEs, so one round trip,
-    atomic even outside a transaction); elsewhere in one transaction."""
+    atomic even outside a transaction); elsewhere in one transaction.
+
+    ``durable`` (the end-of-data mark): on PostgreSQL the transaction's commit waits for
+    its WAL flush even where the server, the database or the role is configured with
+    ``synchronous_commit = off`` — no setting may turn an ``unknown`` into a blind resend.
+    Set in the same statement (``set_config(…, true)``, i.e. ``SET LOCAL``): no extra
+    round trip."""
     sql, params = _update_sql(*first)
     if db_connection.vendor == "postgresql":
         parts = [f"first AS ({sql} RETURNING 1)"]
@@ -322,8 +317,13 @@ def _update_rows(first: Update, *then: Update) -> bool:
             sql_n, params_n = _update_sql(*update)
             parts.append(f"u{n} AS ({sql_n} AND EXISTS (SELECT 1 FROM first))")
             params += params_n
+        sources = "first"
+        if durable:
+            # A plain SELECT in a WITH runs only if referenced: hence the cross join.
+            parts.append("flush AS (SELECT set_config('synchronous_commit', 'on', true))")
+            sources = "first, flush"
         with db_connection.cursor() as cur:
-            cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM first", params)
+            cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM {sources}", params)
             return cur.fetchone()[0] > 0
     with transaction.atomic(), db_connection.cursor() as cur:
         cur.execute(sql, params)
@@ -462,7 +462,6 @@ def claim_batch(
     worker = (worker or worker_name())[:200]
     ops = db_connection.ops
     with transaction.atomic():
-        _fast_commit()
         throttled = list(
             SmtpAccount.objects.filter(pk=account_id, throttled_until__isnull=False)
             .select_for_update().values_list("pk", flat=True)
