@@ -252,6 +252,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 MAILROOM_SWEEP_SECONDS = env.float("MAILROOM_SWEEP_SECONDS", default=30.0)
 MAILROOM_RELEASE_SECONDS = env.float("MAILROOM_RELEASE_SECONDS", default=2.0)
 MAILROOM_COUNTS_COMPACT_SECONDS = env.float("MAILROOM_COUNTS_COMPACT_SECONDS", default=30.0)
+# The most rows one sweep (or hold release) makes due and enqueues; the rest wait for the next.
+MAILROOM_SWEEP_BATCH = env.int("MAILROOM_SWEEP_BATCH", default=1000)
 
 # Redis for cross-worker counters (rate limits, quotas); empty = use the database.
 MAILROOM_REDIS_URL = env.str(

@@ -10,10 +10,10 @@ from django.core.checks import Warning
 
 
 def production_services(app_configs=None, **kwargs) -> list[Warning]:
-    if getattr(settings, "MAILROOM_ENV", "development") != "production":
+    if settings.MAILROOM_ENV != "production":
         return []
     found = []
-    if str(getattr(settings, "CELERY_BROKER_URL", "")).startswith("filesystem://"):
+    if str(settings.CELERY_BROKER_URL).startswith("filesystem://"):
         found.append(
             Warning(
                 "The Celery broker is the filesystem:// transport, made for development on "

@@ -185,7 +185,7 @@ connections = ConnectionCache()
 
 
 def _noop_after() -> float:
-    return float(getattr(settings, "MAILROOM_NOOP_AFTER_SECONDS", 2.0))
+    return float(settings.MAILROOM_NOOP_AFTER_SECONDS)
 
 
 # --- claim -------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def drain(message_id: int, *, worker: str | None = None) -> list[str]:
         time.sleep(_seconds("MAILROOM_DRAIN_GATHER_SECONDS"))
     # Before the first claim: a send committed from here on rings again (tasks.publish).
     tasks.lower_flag(account_id)
-    limit = int(getattr(settings, "MAILROOM_CLAIM_BATCH", 20))
+    limit = settings.MAILROOM_CLAIM_BATCH
     stop_at = time.monotonic() + _seconds("MAILROOM_DRAIN_SECONDS")
     outcomes: list[str] = []
     while True:
@@ -914,7 +914,7 @@ def sweep(*, enqueue=None) -> SweepReport:
         enqueue = tasks.publish
     report = SweepReport()
     now = timezone.now()
-    batch = int(getattr(settings, "MAILROOM_SWEEP_BATCH", 1000))
+    batch = settings.MAILROOM_SWEEP_BATCH
     requeued = _reclaim_expired(now, report)
 
     # Scheduled (hold over, time come) and deferred (retry due) mail becomes queued now.
@@ -964,7 +964,7 @@ def release_holds(*, enqueue=None) -> list[int]:
 
         enqueue = tasks.publish
     due, _ = _release_due(
-        timezone.now(), [Status.SCHEDULED], int(getattr(settings, "MAILROOM_SWEEP_BATCH", 1000))
+        timezone.now(), [Status.SCHEDULED], settings.MAILROOM_SWEEP_BATCH
     )
     for pk in due:
         enqueue(pk)

@@ -399,24 +399,26 @@ def classify_recipient(reply: Reply) -> Decision:
 # --- timing ------------------------------------------------------------------------------
 
 
-def _setting(name: str, default: Any) -> Any:
+def _setting(name: str) -> Any:
+    """A delivery setting, read when asked (its default is in ``config/settings.py``, the
+    one place for every setting)."""
     from django.conf import settings
 
-    return getattr(settings, name, default)
+    return getattr(settings, name)
 
 
 def retry_unknown() -> bool:
     """``MAILROOM_RETRY_UNKNOWN``: retry ``unknown`` automatically (a duplicate is preferred
     to a loss). Off by default."""
-    return bool(_setting("MAILROOM_RETRY_UNKNOWN", False))
+    return bool(_setting("MAILROOM_RETRY_UNKNOWN"))
 
 
 def backoff(first_queued_at: datetime, now: datetime) -> timedelta:
     """How long to wait after a transient failure: about the message's age, so the gaps
     double, between ``MAILROOM_MIN_BACKOFF_SECONDS`` and ``MAILROOM_MAX_BACKOFF_SECONDS``
     (Postfix's qmgr rule: 300 s and 4000 s by default)."""
-    low = _setting("MAILROOM_MIN_BACKOFF_SECONDS", 300)
-    high = _setting("MAILROOM_MAX_BACKOFF_SECONDS", 4000)
+    low = _setting("MAILROOM_MIN_BACKOFF_SECONDS")
+    high = _setting("MAILROOM_MAX_BACKOFF_SECONDS")
     age = (now - first_queued_at).total_seconds()
     return timedelta(seconds=min(max(age, low), high))
 
@@ -424,7 +426,7 @@ def backoff(first_queued_at: datetime, now: datetime) -> timedelta:
 def expired(first_queued_at: datetime, now: datetime) -> bool:
     """True when a message has waited longer than ``MAILROOM_MAX_MESSAGE_AGE_SECONDS``: its
     next transient failure fails it with the last error."""
-    max_age: float = _setting("MAILROOM_MAX_MESSAGE_AGE_SECONDS", 5 * 86400)
+    max_age: float = _setting("MAILROOM_MAX_MESSAGE_AGE_SECONDS")
     return (now - first_queued_at).total_seconds() >= max_age
 
 
@@ -444,8 +446,8 @@ def throttle_delay(recent_throttles: int) -> timedelta:
     ``MAILROOM_MAX_BACKOFF_SECONDS``: a provider that keeps saying "slow down" is given
     more and more room instead of being hammered until it locks the account.
     """
-    base = _setting("MAILROOM_THROTTLE_SECONDS", 60)
-    high = _setting("MAILROOM_MAX_BACKOFF_SECONDS", 4000)
+    base = _setting("MAILROOM_THROTTLE_SECONDS")
+    high = _setting("MAILROOM_MAX_BACKOFF_SECONDS")
     doublings = max(recent_throttles - 1, 0)
     # Cap the exponent: 2**20 times any sane base is beyond every maximum already.
     return timedelta(seconds=min(base * 2 ** min(doublings, 20), max(high, base)))
@@ -453,4 +455,4 @@ def throttle_delay(recent_throttles: int) -> timedelta:
 
 def throttle_window() -> timedelta:
     """How long a throttle is remembered when counting ``recent_throttles``."""
-    return timedelta(seconds=_setting("MAILROOM_THROTTLE_WINDOW_SECONDS", 3600))
+    return timedelta(seconds=_setting("MAILROOM_THROTTLE_WINDOW_SECONDS"))

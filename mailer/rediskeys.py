@@ -14,7 +14,7 @@ _clients: dict[str, object] = {}
 
 
 def url() -> str:
-    return getattr(settings, "MAILROOM_REDIS_URL", "") or ""
+    return settings.MAILROOM_REDIS_URL or ""
 
 
 def client():
@@ -35,7 +35,7 @@ def client():
 def key(*parts: object) -> str:
     """``<MAILROOM_REDIS_PREFIX>:part:part``: several instances (or test runs) may share
     one Redis."""
-    prefix = getattr(settings, "MAILROOM_REDIS_PREFIX", "mailroom")
+    prefix = settings.MAILROOM_REDIS_PREFIX
     return ":".join([prefix, *map(str, parts)])
 
 

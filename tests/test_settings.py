@@ -50,3 +50,29 @@ def test_it_lets_stale_periodic_sweeps_expire():
     assert schedule["mailroom-sweep"]["options"]["expires"] > 0
     for entry in schedule.values():
         assert 0 < entry["options"]["expires"] <= entry["schedule"]
+
+
+def test_it_defines_every_setting_once_with_its_default():
+    """Every ``MAILROOM_*`` name the code reads is defined in config/settings.py (with its
+    default, the one place) and listed in .env.example; no code repeats a default with
+    ``getattr(settings, NAME, default)``."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [p for d in ("mailer", "webui", "config") for p in (root / d).rglob("*.py")
+               if "migrations" not in p.parts]
+    used = set()
+    for path in sources:
+        text = path.read_text()
+        used |= set(re.findall(r"\bMAILROOM_[A-Z0-9_]+\b", text))
+        repeated = re.findall(r"getattr\(\s*settings\s*,\s*[\"']\w+[\"']\s*,", text)
+        assert not repeated, f"{path}: a default repeated outside config/settings.py: {repeated}"
+    settings_py = (root / "config" / "settings.py").read_text()
+    env_example = (root / ".env.example").read_text()
+    defined = set(re.findall(r"^(MAILROOM_[A-Z0-9_]+) = ", settings_py, re.M))
+    read = set(re.findall(r"env\.\w+\(\s*\"(MAILROOM_[A-Z0-9_]+)\"", settings_py))
+    missing = sorted(n for n in used if n not in defined and n not in read)
+    assert not missing, f"read in the code but not defined in config/settings.py: {missing}"
+    unlisted = sorted(n for n in used if n not in env_example)
+    assert not unlisted, f"not listed in .env.example: {unlisted}"
