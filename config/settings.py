@@ -14,6 +14,7 @@ Every variable is listed, with a comment, in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -35,7 +36,13 @@ if MAILROOM_ENV not in ("development", "production"):
 PRODUCTION = MAILROOM_ENV == "production"
 
 DATA_DIR = Path(env.str("MAILROOM_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Everything Mailroom writes is private to its own user: the SQLite database (and its
+# journal), attachments and frozen .eml files, the broker's folders, the sink's mail, the
+# generated keys. The umask covers what libraries create (sqlite3, kombu's filesystem
+# transport, the sink); Django's uploads and storage saves get explicit modes below.
+os.umask(0o077)
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+DATA_DIR.chmod(0o700)
 
 
 def _generated_secret(name: str, make) -> str:
@@ -103,6 +110,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "webui.middleware.no_store",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -165,6 +173,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns at every request when it is missing
 MEDIA_ROOT = DATA_DIR / "media"
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+# With DEBUG off (the embedded default too), whitenoise serves the app's static files
+# straight from the finders in development; production serves the collected, hashed ones.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 STORAGES = {
     # Attachments and frozen .eml files: private, never served as static media.
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -186,7 +199,12 @@ MAILROOM_MAX_ATTACHMENT_BYTES = env.int("MAILROOM_MAX_ATTACHMENT_BYTES", default
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
-# Security (production hardens everything; `manage.py check --deploy` is clean there).
+# Security. In production `manage.py check --deploy` is clean with the required variables
+# set, PostgreSQL and Redis. What it can still say, and when that is expected:
+# - security.W008 with SECURE_SSL_REDIRECT=false (TLS ends at a proxy that redirects);
+# - mailer.W001/W002 when production runs on the filesystem broker or SQLite.
+# security.W021 (HSTS preload off) is silenced: preloading is the operator's choice to make
+# for the whole domain, hard to undo, so it stays opt-in (SECURE_HSTS_PRELOAD=true).
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
@@ -199,6 +217,7 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 from csp.constants import NONE, SELF  # noqa: E402

@@ -116,3 +116,25 @@ def test_settings_load_in_production_with_the_compose_environment(tmp_path):
         "redis://redis:6379/1",
         "0",
     ]
+
+
+def test_check_deploy_is_clean_in_production(tmp_path):
+    """``manage.py check --deploy`` with the required variables, PostgreSQL and Redis set
+    reports no issue at all (config/settings.py says which ones are expected otherwise)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "DJANGO_"))}
+    env.update(
+        MAILROOM_ENV="production",
+        MAILROOM_DATA_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        SECRET_KEY="k" * 20 + "-long-and-random-enough-for-the-check-0123456789",
+        MAILROOM_CREDENTIALS_KEYS=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="mail.example.com",
+        DATABASE_URL="postgres://mailroom:pw@db:5432/mailroom",
+        CELERY_BROKER_URL="redis://redis:6379/0",
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "System check identified no issues" in out.stdout, out.stdout + out.stderr

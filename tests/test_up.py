@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from email import message_from_bytes, policy
@@ -178,6 +179,25 @@ def test_up_runs_everything_delivers_to_the_sink_and_stops_cleanly(tmp_path):
             proc=first.proc,
         )
         assert {r["status"] for r in row[0]["recipients"]} == {"accepted"}
+
+        # DEBUG is off: a wrong address shows the site's own 404 page, not Django's debug
+        # page with every URL pattern; the static files are served all the same.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(first.url("/no/such/page/"), timeout=10)
+        body = missing.value.read().decode()
+        assert missing.value.code == 404 and "Page not found" in body
+        assert "URLconf" not in body and "DEBUG = True" not in body
+        with urllib.request.urlopen(first.url("/static/webui/app.css"), timeout=10) as css:
+            assert css.status == 200 and b"{" in css.read()
+
+        # Every file and folder of the data dir is private to its user (the database, the
+        # frozen .eml, the broker's folders, the sink's mail, the keys).
+        exposed = [
+            f"{oct(path.stat().st_mode & 0o777)} {path.relative_to(tmp_path)}"
+            for path in [tmp_path, *tmp_path.rglob("*")]
+            if path.stat().st_mode & 0o077
+        ]
+        assert exposed == []
 
         # One child dies: `up` stops the others and exits non-zero, saying which.
         children = first.descendants()

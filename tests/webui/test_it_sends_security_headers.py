@@ -18,3 +18,15 @@ def test_it_shows_its_own_404_page(owner_client):
     response = owner_client.get("/messages/999999/")
     assert response.status_code == 404
     assert "Page not found" in response.content.decode()
+
+
+def test_it_keeps_no_copy_of_any_authenticated_page(owner, owner_client, account, draft, message):
+    """Every page with a user's data (message, outbox, compose, drafts, accounts, the live
+    polls and downloads) says Cache-Control: no-store, not only /login/."""
+    from tests.webui.test_it_renders_every_page import _pages
+
+    for url in _pages(account, draft, message):
+        response = owner_client.get(url)
+        assert response.status_code == 200, url
+        assert "no-store" in response.get("Cache-Control", ""), url
+        assert "private" in response["Cache-Control"], url

@@ -275,7 +275,9 @@ class Command(BaseCommand):
         env = dict(os.environ)
         env.update(
             PYTHONUNBUFFERED="1",
-            DEBUG="true",
+            # The real 404/500 pages, as a user will see them; a developer opts in to
+            # Django's debug pages with DEBUG=true.
+            DEBUG=os.environ.get("DEBUG", "false"),
             MAILROOM_DATA_DIR=str(settings.DATA_DIR),
             DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
         )
