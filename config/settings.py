@@ -283,6 +283,13 @@ MAILROOM_REDIS_URL = env.str(
 MAILROOM_REDIS_PREFIX = env.str("MAILROOM_REDIS_PREFIX", default="mailroom")
 
 # --- Delivery policy ------------------------------------------------------------------
+# Recipients only in these domains (and their subdomains), comma-separated; empty, the
+# default, allows every syntactically valid address (the server decides what exists).
+MAILROOM_ALLOWED_RECIPIENT_DOMAINS = [
+    d.strip().lower().lstrip("@").rstrip(".")
+    for d in env.list("MAILROOM_ALLOWED_RECIPIENT_DOMAINS", default=[])
+    if d.strip()
+]
 MAILROOM_MAX_MESSAGE_AGE_SECONDS = env.int("MAILROOM_MAX_MESSAGE_AGE_SECONDS", default=5 * 86400)
 MAILROOM_MIN_BACKOFF_SECONDS = env.int("MAILROOM_MIN_BACKOFF_SECONDS", default=300)
 MAILROOM_MAX_BACKOFF_SECONDS = env.int("MAILROOM_MAX_BACKOFF_SECONDS", default=4000)

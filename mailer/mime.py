@@ -20,6 +20,8 @@ from email.utils import make_msgid, parseaddr
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+import email_validator
+from django.conf import settings
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.validators import control_character, has_line_break
@@ -113,13 +115,32 @@ def check_header_value(value: str, name: str, errors: dict[str, list[str]], key:
         )
 
 
+# Whether a domain exists is the SMTP server's call, not Mailroom's (ARCHITECTURE
+# invariant 8): company relays deliver .local, .internal, .lan and single-label hosts
+# (root@localhost), and test setups live on .test. email-validator refuses IANA's
+# special-use names even with globally_deliverable=False; its documented knob for that is
+# this list, emptied here so that only malformed addresses are refused. Nothing else in
+# Mailroom's processes asks email-validator for global deliverability.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
+
+
 @functools.lru_cache(maxsize=4096)
 def validate_address(raw: str) -> tuple[str, bool]:
     """Return (normalized address, needs SMTPUTF8) or raise ``EmailNotValidError``.
 
+    Every syntactically valid address (RFC 5321/5322/6531) is accepted: reserved and
+    internal domains, single-label hosts and domain literals (``user@[192.0.2.1]``,
+    ``user@[IPv6:2001:db8::1]``) included; only what is malformed is refused.
+
     Memoised: the answer depends on the string alone (no DNS look-ups), and the same
     senders and recipients come back message after message. Failures are not cached."""
-    info = validate_email(raw, check_deliverability=False, allow_smtputf8=True)
+    info = validate_email(
+        raw,
+        check_deliverability=False,
+        allow_smtputf8=True,
+        globally_deliverable=False,
+        allow_domain_literal=True,
+    )
     ascii_form = info.ascii_email  # None when the local part is not ASCII
     if ascii_form:
         return ascii_form, False
@@ -146,8 +167,27 @@ def parse_address_list(text: str, key: str, errors: dict[str, list[str]]) -> lis
         except EmailNotValidError as exc:
             errors.setdefault(key, []).append(f"{label}: '{shown}' is not a valid address: {exc}")
             continue
+        if key in ("to", "cc", "bcc") and (refusal := _outside_allowed_domains(normalized)):
+            errors.setdefault(key, []).append(f"{label}: '{shown}' {refusal}")
+            continue
         result.append(ParsedAddress(name, normalized, utf8))
     return result
+
+
+def _outside_allowed_domains(address: str) -> str:
+    """The operator's optional restriction (``MAILROOM_ALLOWED_RECIPIENT_DOMAINS``; empty,
+    the default, allows every domain): a domain in the list or a subdomain of one."""
+    allowed = settings.MAILROOM_ALLOWED_RECIPIENT_DOMAINS
+    if not allowed:
+        return ""
+    domain = address.rpartition("@")[2].lower()
+    if any(domain == d or domain.endswith("." + d) for d in allowed):
+        return ""
+    return (
+        "is outside the domains this Mailroom may send to ("
+        + ", ".join(allowed)
+        + "). Ask the operator to allow it, or remove the address."
+    )
 
 
 def split_addresses(text: str) -> list[str]:

@@ -67,7 +67,10 @@ REFUSED = [
     Case("address-without-local-part", {"to": "@example.org"}, ("not a valid address",)),
     Case("address-two-at-signs", {"to": "ann@@example.org"}, ("not a valid address",)),
     Case("address-with-space", {"to": "ann smith@example.org"}, ("not a valid address",)),
-    Case("address-no-dot-in-domain", {"to": "ann@localhost"}, ("not a valid address",)),
+    Case("address-hyphen-after-at", {"to": "ann@-b.example"}, ("not a valid address",)),
+    Case("address-bad-ip-literal", {"to": "ann@[300.1.1.1]"}, ("not a valid address",)),
+    Case("address-two-dots", {"to": "ann@b..example"}, ("not a valid address",)),
+    Case("address-three-parts", {"to": "a@b@c"}, ("not a valid address",)),
     Case("one-bad-among-good", {"to": "alice@example.org, bob@, carol@example.org"},
          ("bob@", "not a valid address")),
     Case("bad-cc-good-to", {"cc": "bob at example.org"}, ("Cc", "not a valid address")),
@@ -286,3 +289,63 @@ def test_the_sendmail_command_keeps_or_clearly_refuses_an_odd_file_name(
     (attachment,) = message.attachments.all()
     attachment.filename.encode("utf-8")  # a real string, stored and shown safely
     assert attachment.filename.isprintable()
+
+
+# Whether a domain exists is the server's call: reserved, internal and single-label domains
+# and domain literals are valid addresses (issue 11, point 1).
+VALID_ODD_ADDRESSES = [
+    "alice@example.test", "x@corp.local", "bob@relay.test", "root@localhost", "ops@relay",
+    "x@host.internal", "y@office.lan", "user@[192.0.2.1]", "user@[IPv6:2001:db8::1]",
+]
+
+
+@pytest.mark.parametrize("address", VALID_ODD_ADDRESSES)
+def test_it_sends_to_reserved_internal_and_literal_addresses(
+    address, owner, owner_client, sink_account, smtp_server
+):
+    from mailer import delivery
+
+    response = _post(owner_client, sink_account, {"to": address}, [])
+    assert response.status_code == 302, _page_text(response)
+    message = OutboxMessage.objects.get(owner=owner)
+    OutboxMessage.objects.filter(pk=message.pk).update(status="queued")  # skip the undo hold
+    assert delivery.deliver(message.pk) == "sent"
+    (received,) = smtp_server.messages
+    assert received.rcpt_tos == [address]
+
+
+@pytest.mark.parametrize("address", VALID_ODD_ADDRESSES)
+def test_it_takes_them_as_the_accounts_sender(address, owner, smtp_server):
+    """The account form and ``smtpaccount add`` (both through mailer.validators) take them
+    as the From address, and the envelope carries it verbatim."""
+    from django.core.management import call_command
+
+    from mailer import delivery, services
+    from mailer.validators import validate_mail_address
+
+    validate_mail_address(address)  # the account form's and the model's validator
+    call_command(
+        "smtpaccount", "add", "--user", owner.username, "--label", "Odd", "--host",
+        smtp_server.host, "--port", str(smtp_server.port), "--security", "none",
+        "--auth", "none", "--from-address", address, stdout=io.StringIO(),
+    )
+    account = SmtpAccount.objects.get(owner=owner, label="Odd")
+    assert account.from_address == address
+    draft = make_draft(owner, account, to="ann@example.org")
+    message = services.send_draft(owner, draft, hold_seconds=0)
+    assert delivery.deliver(message.pk) == "sent"
+    (received,) = smtp_server.messages
+    assert received.mail_from == address
+
+
+@override_settings(MAILROOM_ALLOWED_RECIPIENT_DOMAINS=["example.org", "corp.local"])
+def test_an_operator_may_restrict_recipient_domains(owner, owner_client, account):
+    response = _post(owner_client, account, {"to": "ann@example.org, bob@sub.corp.local, "
+                                             "eve@elsewhere.test"}, [])
+    assert response.status_code == 400
+    text = _page_text(response)
+    assert_clear_error(text, "eve@elsewhere.test", "outside the domains", "example.org, corp.local")
+    assert "ann@example.org'" not in text and "bob@sub.corp.local'" not in text
+    assert_draft_kept(owner, files=[], **{k: v.strip() for k, v in
+                                          {**BASE, "to": "ann@example.org, bob@sub.corp.local, "
+                                           "eve@elsewhere.test"}.items()})
