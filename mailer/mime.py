@@ -18,10 +18,10 @@ from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 
-from django.core.exceptions import ValidationError
-from django.utils import timezone
 import email_validator
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.validators import control_character, has_line_break
