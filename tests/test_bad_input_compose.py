@@ -349,3 +349,11 @@ def test_an_operator_may_restrict_recipient_domains(owner, owner_client, account
     assert_draft_kept(owner, files=[], **{k: v.strip() for k, v in
                                           {**BASE, "to": "ann@example.org, bob@sub.corp.local, "
                                            "eve@elsewhere.test"}.items()})
+
+
+def test_it_reports_a_nul_character_once_in_plain_words(owner, owner_client, account):
+    response = _post(owner_client, account, {"subject": "Report\x00x"}, [])
+    assert response.status_code == 400
+    text = _page_text(response)
+    assert text.count("NUL character") == 1 and "Null characters are not allowed" not in text
+    assert_clear_error(text, "Subject", "NUL character", "remove it")

@@ -17,6 +17,33 @@ ACCOUNT_FIELDS = [
 ]
 _MODEL_FIELDS = {f.name for f in SmtpAccount._meta.get_fields()}
 
+_NUL_REFUSED = (
+    "contains a NUL character (a zero byte), which cannot be stored or sent: remove it and "
+    "try again."
+)
+
+
+def one_nul_check(form: forms.BaseForm) -> None:
+    """A model form's text field is checked for NUL characters twice (the form field's
+    validator and the model field's, in ``_post_clean``), so a NUL byte was reported twice,
+    in Django's terse words. The form field's check stays, saying what to do; the model's
+    repeat is dropped by ``drop_repeated_nul_errors``."""
+    from django.core.validators import ProhibitNullCharactersValidator
+
+    for name, field in form.fields.items():
+        kept = [v for v in field.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+        if len(kept) != len(field.validators):
+            label = field.label or name.replace("_", " ").capitalize()
+            field.validators = [ProhibitNullCharactersValidator(f"{label} {_NUL_REFUSED}"), *kept]
+
+
+def drop_repeated_nul_errors(form: forms.BaseForm) -> None:
+    for errors in form.errors.values():
+        if any(_NUL_REFUSED in str(e) for e in errors):
+            errors.data[:] = [e for e in errors.as_data()
+                              if getattr(e, "code", None) != "null_characters_not_allowed"
+                              or _NUL_REFUSED in " ".join(e.messages)]
+
 
 class AccountForm(forms.ModelForm):
     preset = forms.ChoiceField(
@@ -52,8 +79,13 @@ class AccountForm(forms.ModelForm):
             "quota_per_minute": "Empty: no limit. Mail over a limit waits; it never fails.",
         }
 
+    def _post_clean(self):
+        super()._post_clean()
+        drop_repeated_nul_errors(self)
+
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)
+        one_nul_check(self)
         self.owner = owner
         self.fields["secret"].help_text = (
             "Stored encrypted and never shown again. Leave blank to keep the saved one."
@@ -133,8 +165,13 @@ class ComposeForm(forms.ModelForm):
             "body_html": forms.Textarea(attrs={"rows": 8, "class": "mono"}),
         }
 
+    def _post_clean(self):
+        super()._post_clean()
+        drop_repeated_nul_errors(self)
+
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)
+        one_nul_check(self)
         accounts = SmtpAccount.objects.filter(owner=owner).order_by("-is_default", "label")
         self.fields["account"].queryset = accounts
         self.fields["account"].empty_label = None if accounts else "— no account yet —"

@@ -173,3 +173,15 @@ def test_it_attaches_a_file_whose_name_is_not_utf8(account, tmp_path):
     )
     [attachment] = message.attachments.all()
     assert attachment.filename == "café-résumé.txt"  # read as Latin-1, not lone surrogates
+
+
+@pytest.mark.parametrize("option", ["--to", "--subject", "--body"])
+def test_it_refuses_an_argument_that_is_not_utf8(account, option):
+    """A non-UTF-8 byte in an argument reaches Python as a lone surrogate (PEP 383, as
+    ``os.fsdecode`` makes it here): a plain-words refusal naming the option, no traceback."""
+    args = {"--to": "bob@example.com", "--subject": "S", "--body": "b"}
+    args[option] = os.fsdecode(b"caf\xe9@example.com" if option == "--to" else b"caf\xe9")
+    flat = [x for pair in args.items() for x in pair]
+    with pytest.raises(CommandError, match=f"{option} is not valid UTF-8 text"):
+        call_command("sendmail", "--user", "owner", *flat)
+    assert not OutboxMessage.objects.exists() and not Draft.objects.exists()

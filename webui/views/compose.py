@@ -145,8 +145,11 @@ def compose(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if action not in ("send", "schedule") or upload_problems or form.errors:
         if upload_problems or form.errors:
             for field, errors in form.errors.items():
+                target = field if field in shown.fields else None
+                already = shown.errors.get(target or "__all__", [])
                 for error in errors:
-                    shown.add_error(field if field in shown.fields else None, error)
+                    if error not in already:  # the bound copy found it too: say it once
+                        shown.add_error(target, error)
             return _render_compose(request, shown, draft, attachments, status=400)
         messages.success(request, "Draft saved.")
         return redirect("draft", pk=draft.pk)

@@ -83,6 +83,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        _refuse_undecodable(opts)
         user = get_user(opts["user"])
         account = (
             get_account(opts["account"], opts["user"])
@@ -132,6 +133,25 @@ class Command(BaseCommand):
                 att.file.storage.delete(att.file.name)
             raise
         self.stdout.write(str(message.pk))
+
+
+_TEXT_OPTIONS = ("user", "account", "to", "cc", "bcc", "reply_to", "subject", "body", "at")
+
+
+def _refuse_undecodable(opts: dict) -> None:
+    """An argument that is not valid UTF-8 reaches Python with lone surrogates in place of
+    its bad bytes (PEP 383); they cannot be stored or sent, so say which option it was
+    instead of failing later with a UnicodeEncodeError. (File names are another matter:
+    ``--attach`` reads them as Latin-1, see ``_read_attachment``.)"""
+    for name in _TEXT_OPTIONS:
+        values = opts.get(name)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value):
+                raise CommandError(
+                    f"--{name.replace('_', '-')} is not valid UTF-8 text (a byte that is not "
+                    "part of any UTF-8 character). Check the terminal's or the script's "
+                    "encoding and type it again."
+                )
 
 
 def _default_account(user) -> SmtpAccount:
