@@ -8,8 +8,6 @@ worker claiming the same message at the same moment cannot be overruled silently
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from mailer import mime, precheck
+from mailer import attachments, mime, precheck
 from mailer.models import (
     Attachment,
     Draft,
@@ -289,13 +287,8 @@ def edit_as_new_draft(user, message: OutboxMessage) -> Draft:
         draft.save(update_fields=["send_at"])
         for att in message.attachments.all():
             with att.file.open("rb") as fh:
-                data = fh.read()
-            copy = Attachment(
-                draft=draft, filename=att.filename, content_type=att.content_type,
-                size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            )
-            copy.file.save(uuid.uuid4().hex, ContentFile(data), save=False)
-            copy.save()
+                attachments.add(draft, name=att.filename, content=fh,
+                                content_type=att.content_type)
     return draft
 
 

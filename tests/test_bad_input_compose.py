@@ -357,3 +357,54 @@ def test_it_reports_a_nul_character_once_in_plain_words(owner, owner_client, acc
     text = _page_text(response)
     assert text.count("NUL character") == 1 and "Null characters are not allowed" not in text
     assert_clear_error(text, "Subject", "NUL character", "remove it")
+
+
+LONG_NAME = "quarterly-report-" + "x" * 290 + ".pdf"
+
+
+def test_a_long_file_name_keeps_its_extension_on_every_way_in(owner, owner_client, account,
+                                                              tmp_path):
+    """A 300-character name is shortened in its stem, never losing the extension, whether
+    the file came through the compose form, the upload endpoint or ``manage.py sendmail``."""
+    from django.core.management import call_command
+
+    from mailer.attachments import MAX_NAME
+
+    draft = make_draft(owner, account)
+    reply = owner_client.post(f"/drafts/{draft.pk}/attachments/",
+                              {"file": SimpleUploadedFile(LONG_NAME, b"data")})
+    assert reply.status_code == 200 and reply["Content-Type"] == "application/json"
+    _post(owner_client, account, {}, [(LONG_NAME, b"more")], action="save")
+    path = tmp_path / ("r" * 240 + ".tar.gz")  # a file name has 255 bytes at most
+    path.write_bytes(b"%PDF-1.4\n")
+    call_command("sendmail", "--user", owner.username, "--account", account.label, "--to",
+                 "ann@example.org", "--subject", "S", "--body", "b", "--attach", str(path),
+                 stdout=io.StringIO())
+    from mailer.models import Attachment
+
+    names = list(Attachment.objects.values_list("filename", flat=True))
+    assert len(names) == 3
+    for name in names:
+        assert len(name) <= MAX_NAME and (name.endswith(".tar.gz") or name.endswith(".pdf")), name
+    assert any(n.startswith("quarterly-report-xxx") for n in names)
+
+
+def test_the_upload_endpoint_answers_json_when_it_refuses(owner, owner_client, account,
+                                                          settings):
+    settings.MAILROOM_MAX_ATTACHMENT_BYTES = 3
+    draft = make_draft(owner, account)
+    for files in ({"file": SimpleUploadedFile(LONG_NAME, b"too big")}, {}):
+        reply = owner_client.post(f"/drafts/{draft.pk}/attachments/", files)
+        assert reply.status_code == 400 and reply["Content-Type"] == "application/json"
+        assert reply.json()["error"]
+
+
+@pytest.mark.parametrize(("name", "ending"), [
+    ("a" * 300 + ".pdf", ".pdf"), ("b" * 300 + ".tar.gz", ".tar.gz"),
+    ("c" * 300, "…"), ("d" * 280 + "." + "e" * 40, "…"), ("  ", "attachment"),
+])
+def test_it_shortens_a_name_in_its_stem(name, ending):
+    from mailer.attachments import MAX_NAME, display_name
+
+    shown = display_name(name)
+    assert len(shown) <= MAX_NAME and shown.endswith(ending)

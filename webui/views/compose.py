@@ -7,9 +7,7 @@ draft that fails validation is kept with everything the user typed, attachments 
 
 from __future__ import annotations
 
-import hashlib
 import re
-import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -23,7 +21,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.views.decorators.http import require_POST
 
-from mailer import precheck, services
+from mailer import attachments, precheck, services
 from mailer.models import Attachment, Draft, UserPreferences
 from webui.forms import AttachmentUploadForm, ComposeForm
 
@@ -78,20 +76,8 @@ def _save_draft(request: HttpRequest, draft: Draft, form: ComposeForm) -> list[s
 
 
 def add_attachment(draft: Draft, upload) -> Attachment:
-    digest = hashlib.sha256()
-    for chunk in upload.chunks():
-        digest.update(chunk)
-    upload.seek(0)
-    attachment = Attachment(
-        draft=draft,
-        filename=(upload.name or "attachment")[:255],
-        content_type=upload.content_type or "application/octet-stream",
-        size=upload.size,
-        sha256=digest.hexdigest(),
-    )
-    attachment.file.save(uuid.uuid4().hex, upload, save=False)
-    attachment.save()
-    return attachment
+    return attachments.add(draft, name=upload.name, content=upload,
+                           content_type=upload.content_type, size=upload.size)
 
 
 def _render_compose(request, form, draft, attachments, status=200, **extra) -> HttpResponse:

@@ -7,21 +7,18 @@ message sent from the browser. It goes at once unless ``--hold S`` or ``--at`` i
 
 from __future__ import annotations
 
-import hashlib
-import mimetypes
+import io
 import os
 import sys
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from mailer import services
+from mailer import attachments, services
 from mailer.models import Attachment, Draft, SmtpAccount
 
 from ._common import get_account, get_user, service_errors
@@ -114,16 +111,7 @@ class Command(BaseCommand):
                     body_html=html,
                 )
                 for name, data in files:
-                    att = Attachment(
-                        draft=draft,
-                        filename=name,
-                        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-                        size=len(data),
-                        sha256=hashlib.sha256(data).hexdigest(),
-                    )
-                    att.file.save(uuid.uuid4().hex, ContentFile(data), save=False)
-                    saved.append(att)
-                    att.save()
+                    saved.append(attachments.add(draft, name=name, content=io.BytesIO(data)))
                 message = services.send_draft(
                     user, draft, hold_seconds=opts["hold"], send_at=send_at
                 )
