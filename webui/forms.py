@@ -90,7 +90,7 @@ class AccountForm(forms.ModelForm):
 
     RETYPE_SECRET = (
         "Type the password again: for your safety Mailroom never sends it back to the page, "
-        "so it was not kept when the form came back with the errors above."
+        "so it was cleared when the form came back with errors."
     )
 
     def full_clean(self) -> None:

@@ -109,3 +109,27 @@ def test_it_signs_out(owner_client):
     response = owner_client.post("/logout/")
     assert response.status_code == 302
     assert owner_client.get("/").status_code == 302
+
+
+def test_the_poll_that_sees_the_end_reloads_the_page(owner_client, account, smtp_server_factory):
+    server = smtp_server_factory(security="starttls", accounts={"owen": SECRET})
+    _point_at(account, server)
+    owner_client.post(f"/accounts/{account.pk}/check/")
+    url = f"/accounts/{account.pk}/check/status/"
+    assert "HX-Refresh" not in owner_client.get(url, headers={"HX-Request": "true"})
+    services.run_check(AccountCheck.objects.get(account=account).pk)
+    # The check changed the rest of the page too (capabilities, a lifted pause).
+    assert owner_client.get(url, headers={"HX-Request": "true"})["HX-Refresh"] == "true"
+
+
+def test_a_success_from_before_a_pause_is_not_shown_under_the_pause(owner_client, account):
+    from django.utils import timezone
+
+    owner_client.post(f"/accounts/{account.pk}/check/")
+    AccountCheck.objects.filter(account=account).update(
+        status="done", ok=True, finished_at=timezone.now() - timedelta(minutes=5),
+        result={"verdict": "Connected. The account is ready to send."})
+    SmtpAccount.objects.filter(pk=account.pk).update(
+        paused_at=timezone.now(), paused_reason="The server refused the username or password.")
+    body = owner_client.get(f"/accounts/{account.pk}/").content.decode()
+    assert "refused the username" in body and "It works." not in body

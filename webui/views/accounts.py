@@ -119,8 +119,12 @@ def account_set_default(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _check_context(request: HttpRequest, account: SmtpAccount) -> dict:
+    check = services.latest_check(request.user, account)
+    if (check is not None and check.is_finished and account.paused_at is not None
+            and check.finished_at < account.paused_at):
+        check = None  # "It works" from before the pause would contradict the notice above it
     return {
-        "check": services.latest_check(request.user, account),
+        "check": check,
         "deadline": settings.MAILROOM_CHECK_DEADLINE_SECONDS,
     }
 
@@ -139,8 +143,13 @@ def account_check(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def account_check_status(request: HttpRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
-    return render(request, "webui/accounts/check.html",
-                  {"account": account, **_check_context(request, account)})
+    context = _check_context(request, account)
+    response = render(request, "webui/accounts/check.html", {"account": account, **context})
+    if request.headers.get("HX-Request") and context["check"] and context["check"].is_finished:
+        # The live poll saw the check end: reload the page, whose other parts it changed
+        # too (the capabilities, a pause it lifted).
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @login_required
