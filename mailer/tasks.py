@@ -56,15 +56,16 @@ def wake(message_id: int, account_id: int | None = None) -> None:
     transaction.on_commit(lambda: publish(message_id, account_id=account_id))
 
 
+# A wake-up's retry policy: one quick retry, not kombu's default back-off (see publish).
+QUICK_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
+
+
 def wake_check(check_id: int) -> None:
     """Hand a connection test to a worker once the current transaction commits. A broker
     that is down leaves the check waiting; its page says so after the deadline."""
     def send() -> None:
         try:
-            check_account.apply_async(
-                (check_id,), retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
-            )
+            check_account.apply_async((check_id,), retry=True, retry_policy=QUICK_RETRY)
         except Exception as exc:  # kombu raises several unrelated classes for a dead broker
             log.warning("could not hand connection test %s to a worker (%s)", check_id, exc)
 
@@ -82,10 +83,7 @@ def publish(message_id: int, *, account_id: int | None = None) -> None:
         # One quick retry (a pooled broker connection may just have been reset), not
         # kombu's default of several with back-off: with the broker down, send_draft would
         # otherwise hang ~0.6 s per message for a wake-up the sweeper makes up for anyway.
-        deliver.apply_async(
-            (message_id,), retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
-        )
+        deliver.apply_async((message_id,), retry=True, retry_policy=QUICK_RETRY)
     except Exception as exc:  # kombu raises several unrelated classes for a dead broker
         log.warning("could not wake a worker for message %s (%s); the sweeper will send it",
                     message_id, exc)
