@@ -311,6 +311,10 @@ MAILROOM_RETRY_UNKNOWN = env.bool("MAILROOM_RETRY_UNKNOWN", default=False)
 MAILROOM_SMTP_CONNECT_TIMEOUT = env.float("MAILROOM_SMTP_CONNECT_TIMEOUT", default=30.0)
 MAILROOM_SMTP_COMMAND_TIMEOUT = env.float("MAILROOM_SMTP_COMMAND_TIMEOUT", default=60.0)
 MAILROOM_SMTP_DATA_TIMEOUT = env.float("MAILROOM_SMTP_DATA_TIMEOUT", default=600.0)
+# "Test connection": one deadline for the whole check (connect, greeting, TLS, login), in
+# seconds, and how many checks and test messages one user may start per minute.
+MAILROOM_CHECK_DEADLINE_SECONDS = env.float("MAILROOM_CHECK_DEADLINE_SECONDS", default=30.0)
+MAILROOM_CHECKS_PER_MINUTE = env.int("MAILROOM_CHECKS_PER_MINUTE", default=5)
 # A provider that says "slow down" (4.7.x, 421, 454): the first spacing of the account's
 # attempts, doubled at each further throttle within the window (mailer.policy).
 MAILROOM_THROTTLE_SECONDS = env.int("MAILROOM_THROTTLE_SECONDS", default=60)

@@ -61,6 +61,9 @@ class SmtpAccount(models.Model):
     quota_per_hour = models.PositiveIntegerField(null=True, blank=True)
     quota_per_day = models.PositiveIntegerField(null=True, blank=True)
     is_default = models.BooleanField(default=False)
+    # The development sink `manage.py up` creates: it delivers nothing, so it is never
+    # chosen as the default once the owner has a real account (mailer.services).
+    is_local_sink = models.BooleanField(default=False)
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_reason = models.TextField(blank=True)
     capabilities = models.JSONField(null=True, blank=True)
@@ -382,3 +385,36 @@ class StatusCount(models.Model):
 
     def __str__(self) -> str:
         return f"owner {self.owner_id} account {self.account_id} {self.status}: {self.n:+d}"
+
+
+class AccountCheck(models.Model):
+    """One "Test connection" of an account, run by a worker under one overall deadline
+    (``mailer.services.start_check`` / ``run_check``); the page shows it live."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        EXPIRED = "expired", "No worker took it"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_checks"
+    )
+    account = models.ForeignKey(SmtpAccount, on_delete=models.CASCADE, related_name="checks")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    ok = models.BooleanField(null=True)
+    # CheckResult as a dict (verdict, capabilities, redacted transcript, error): no secret.
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "created_at"], name="accountcheck_owner_created"),
+            models.Index(fields=["account", "-created_at"], name="accountcheck_account_latest"),
+        ]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.EXPIRED)

@@ -8,9 +8,12 @@ worker claiming the same message at the same moment cannot be overruled silently
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
@@ -18,6 +21,7 @@ from django.utils import timezone
 
 from mailer import attachments, mime, precheck
 from mailer.models import (
+    AccountCheck,
     Attachment,
     Draft,
     OutboxMessage,
@@ -294,23 +298,208 @@ def edit_as_new_draft(user, message: OutboxMessage) -> Draft:
 
 # --- accounts ----------------------------------------------------------------------------
 
+WAITING_STATUSES = [Status.QUEUED, Status.SCHEDULED, Status.SENDING, Status.DEFERRED]
+TEST_SUBJECT = "Mailroom test message"
 
-def check_account(user, account: SmtpAccount) -> CheckResult:
+
+def add_account(user, account: SmtpAccount, *, make_default: bool = False) -> SmtpAccount:
+    """Save a new account of ``user`` and choose the default: the new account becomes it
+    when asked (``make_default``), when the user has no default yet, or when the default is
+    the Local sink and the new account is a real one, so that a new user's first real mail
+    never goes to the sink by surprise. Raises ``IntegrityError`` for a label in use."""
+    account.owner = user
+    with transaction.atomic():
+        current = (
+            SmtpAccount.objects.select_for_update().filter(owner=user, is_default=True).first()
+        )
+        account.is_default = (
+            make_default
+            or current is None
+            or (current.is_local_sink and not account.is_local_sink)
+        )
+        if account.is_default and current is not None:
+            SmtpAccount.objects.filter(owner=user, is_default=True).update(is_default=False)
+        account.save()
+    return account
+
+
+def set_default(user, account: SmtpAccount) -> SmtpAccount:
+    """Make ``account`` the user's default (the one compose picks first)."""
+    _own(user, account)
+    with transaction.atomic():
+        SmtpAccount.objects.filter(owner=user, is_default=True).exclude(pk=account.pk).update(
+            is_default=False
+        )
+        SmtpAccount.objects.filter(pk=account.pk).update(is_default=True)
+    account.is_default = True
+    return account
+
+
+def delete_account(user, account: SmtpAccount) -> SmtpAccount | None:
+    """Delete an account with no mail waiting; its sent history stays. When it was the
+    default, the next one becomes the default, a real account before the Local sink.
+    Returns the new default (``None`` when the default did not change or none is left)."""
+    _own(user, account)
+    with transaction.atomic():
+        waiting = OutboxMessage.objects.filter(
+            account=account, status__in=WAITING_STATUSES
+        ).count()
+        if waiting:
+            raise ActionNotAllowed(
+                f"“{account.label}” still has {waiting} message(s) waiting to be sent. Cancel "
+                "them in the outbox, or wait until they are sent, then delete the account."
+            )
+        was_default = account.is_default
+        account.delete()
+        if not was_default:
+            return None
+        successor = (
+            SmtpAccount.objects.filter(owner=user).order_by("is_local_sink", "label").first()
+        )
+        if successor is not None:
+            set_default(user, successor)
+    return successor
+
+
+# --- connection checks: run by a worker, under one deadline -------------------------------
+
+
+def _check_deadline() -> float:
+    return float(settings.MAILROOM_CHECK_DEADLINE_SECONDS)
+
+
+# How long after its deadline a running check is given up for lost (its worker died).
+_CHECK_GRACE_SECONDS = 5.0
+
+_NO_WORKER = (
+    "No worker started the test within {deadline:g} s, so it was not run. Mailroom's "
+    "background worker is probably not running or is busy: start it (python3 dev.py up "
+    "starts one; in production the `worker` service), then test again."
+)
+_WORKER_LOST = (
+    "The worker running the test stopped before it finished (it may have been restarted). "
+    "Test again."
+)
+
+
+def _rate_limit(user) -> None:
+    """At most MAILROOM_CHECKS_PER_MINUTE connection tests and test messages per user."""
+    limit = int(settings.MAILROOM_CHECKS_PER_MINUTE)
+    since = timezone.now() - timedelta(minutes=1)
+    started = [
+        *AccountCheck.objects.filter(owner=user, created_at__gt=since).values_list(
+            "created_at", flat=True),
+        *OutboxMessage.objects.filter(
+            owner=user, subject=TEST_SUBJECT, created_at__gt=since
+        ).values_list("created_at", flat=True),
+    ]
+    if len(started) >= limit:
+        wait = max(1, round((min(started) + timedelta(minutes=1) - timezone.now()).total_seconds()))
+        raise ActionNotAllowed(
+            f"You started {len(started)} connection tests and test messages in the last "
+            f"minute, the most Mailroom allows. Wait {wait} s and try again."
+        )
+
+
+def start_check(user, account: SmtpAccount) -> AccountCheck:
+    """Ask a worker to test the account's connection (``run_check``); returns the check
+    to show. While a test of the account is still on its way, that one is returned
+    instead of starting another. Raises ``ActionNotAllowed`` over the rate limit."""
+    from mailer import tasks
+
+    _own(user, account)
+    current = latest_check(user, account)
+    if current is not None and not current.is_finished:
+        return current
+    _rate_limit(user)
+    with transaction.atomic():
+        check = AccountCheck.objects.create(owner=user, account=account)
+        tasks.wake_check(check.pk)
+    return check
+
+
+def latest_check(user, account: SmtpAccount) -> AccountCheck | None:
+    """The account's most recent check; one that no worker took (or whose worker was lost)
+    within its deadline is ended with a verdict that says so, never left spinning."""
+    _own(user, account)
+    check = AccountCheck.objects.filter(account=account).order_by("-created_at", "-pk").first()
+    if check is None or check.is_finished:
+        return check
+    now = timezone.now()
+    deadline = timedelta(seconds=_check_deadline())
+    grace = timedelta(seconds=_CHECK_GRACE_SECONDS)
+    if check.status == AccountCheck.Status.PENDING and now > check.created_at + deadline:
+        _expire(check, AccountCheck.Status.PENDING, _NO_WORKER.format(deadline=_check_deadline()))
+    elif (check.status == AccountCheck.Status.RUNNING and check.started_at is not None
+          and now > check.started_at + deadline + grace):
+        _expire(check, AccountCheck.Status.RUNNING, _WORKER_LOST)
+    return check
+
+
+def _expire(check: AccountCheck, status: str, verdict: str) -> None:
+    # Conditional: a worker that starts or finishes meanwhile wins.
+    now = timezone.now()
+    result = asdict(CheckResult(ok=False, verdict=verdict))
+    if AccountCheck.objects.filter(pk=check.pk, status=status).update(
+        status=AccountCheck.Status.EXPIRED, ok=False, result=result, finished_at=now
+    ):
+        check.status, check.ok, check.result, check.finished_at = (
+            AccountCheck.Status.EXPIRED, False, result, now)
+    else:
+        check.refresh_from_db()
+
+
+def run_check(check_id: int) -> AccountCheck | None:
+    """The worker's side of ``start_check``: claim the check, run ``check_account`` under
+    the deadline and store the result. A check no longer waiting (run, or given up after
+    its deadline because no worker came) is left alone; returns None then."""
+    now = timezone.now()
+    claimed = AccountCheck.objects.filter(
+        pk=check_id, status=AccountCheck.Status.PENDING,
+        created_at__gt=now - timedelta(seconds=_check_deadline()),
+    ).update(status=AccountCheck.Status.RUNNING, started_at=now)
+    if not claimed:
+        return None
+    check = AccountCheck.objects.select_related("account", "owner").get(pk=check_id)
+    result = check_account(check.owner, check.account)
+    done = timezone.now()
+    AccountCheck.objects.filter(pk=check.pk, status=AccountCheck.Status.RUNNING).update(
+        status=AccountCheck.Status.DONE, ok=result.ok, result=asdict(result), finished_at=done
+    )
+    check.refresh_from_db()
+    return check
+
+
+def check_account(user, account: SmtpAccount, *, deadline: float | None = None) -> CheckResult:
     """Connect (TLS, AUTH), record the capability snapshot, and say in plain words whether
-    the account works. A successful check resumes a paused account."""
+    the account works. A successful check resumes a paused account. Everything (connect,
+    greeting, TLS, login) happens within ``deadline`` seconds (MAILROOM_CHECK_DEADLINE_SECONDS
+    by default): the client's timeouts are capped to it, and a server that answers too
+    slowly to finish in time is cut off when it passes. Synchronous: the web UI runs it
+    in a worker (``start_check``), the command line directly."""
     from mailer import delivery
     from mailer.smtp import errors as smtp_errors
 
     _own(user, account)
+    limit = _check_deadline() if deadline is None else deadline
     client = delivery.client_for(account, transcript=True)
+    client.connect_timeout = min(client.connect_timeout, limit)
+    client.command_timeout = min(client.command_timeout, limit)
+    watchdog = _Watchdog(client, limit)
+    started = time.monotonic()
     try:
-        caps = client.connect()
+        with watchdog:
+            caps = client.connect()
         client.quit()
     except smtp_errors.SMTPError as exc:
         client.close()
+        if watchdog.fired or isinstance(exc, smtp_errors.SMTPTimeoutError):
+            verdict = _timeout_verdict(account, exc.phase, time.monotonic() - started)
+        else:
+            verdict = _check_verdict(exc)
         return CheckResult(
             ok=False,
-            verdict=explain_error(exc),
+            verdict=verdict,
             capabilities=None,
             transcript=list(client.transcript),
             error=str(exc),
@@ -329,14 +518,68 @@ def check_account(user, account: SmtpAccount) -> CheckResult:
     )
 
 
+def _timeout_verdict(account: SmtpAccount, phase: str, seconds: float) -> str:
+    where = f"{account.host}:{account.port}"
+    hint = (
+        "Check the host, the port and the encryption setting: a server that accepts the "
+        "connection but never answers is often the wrong port for the encryption chosen "
+        "(465 is for TLS, 587 for STARTTLS)."
+    )
+    if phase == "connect" and account.security != "tls":
+        return (f"{where} did not accept the connection within {seconds:.0f} s. Check the host "
+                "and port; a firewall may be blocking the connection.")
+    return (f"{where} did not finish the greeting, encryption and login within {seconds:.0f} s "
+            f"(it stopped answering during the {phase} step). {hint}")
+
+
+def _check_verdict(exc) -> str:
+    """The policy's plain words for a failed check, without what it says about waiting
+    mail ("Mailroom will try again later", "Mailroom paused this account"): a check
+    neither retries nor pauses anything."""
+    from mailer import policy
+
+    reason = policy.classify_error(exc).reason
+    for about_mail in (policy._ASK_AGAIN, policy._RESUME):
+        reason = reason.replace(" " + about_mail, "").replace(about_mail, "")
+    return reason.strip()
+
+
+class _Watchdog:
+    """Cuts the client's connection once ``seconds`` have passed, and keeps cutting until
+    the guarded block ends (a socket opened after the first cut is cut too)."""
+
+    def __init__(self, client, seconds: float) -> None:
+        self.client, self.seconds = client, seconds
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="check-deadline", daemon=True)
+
+    def _run(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.fired = True
+        while not self._done.is_set():
+            self.client.abort()
+            self._done.wait(0.05)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def send_test_message(user, account: SmtpAccount) -> OutboxMessage:
     """A short message from the account to its own address, through the real outbox."""
     _own(user, account)
+    _rate_limit(user)
     draft = Draft.objects.create(
         owner=user,
         account=account,
         to=account.from_address,
-        subject="Mailroom test message",
+        subject=TEST_SUBJECT,
         body_text=(
             f"This is a test message sent by Mailroom through the account "
             f"“{account.label}” ({account.host}:{account.port}).\n"

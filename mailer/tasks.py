@@ -11,7 +11,7 @@ from celery.signals import worker_process_shutdown
 from django.conf import settings
 from django.db import transaction
 
-from mailer import counts, delivery, rediskeys
+from mailer import counts, delivery, rediskeys, services
 
 log = logging.getLogger("mailer.tasks")
 
@@ -38,6 +38,12 @@ def compact_counts() -> int:
     return counts.compact()
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def check_account(check_id: int) -> bool:
+    """Run one "Test connection" (``services.run_check``); the result goes to its row."""
+    return services.run_check(check_id) is not None
+
+
 @worker_process_shutdown.connect
 def _close_connections(**kwargs) -> None:
     delivery.connections.close_all()
@@ -48,6 +54,22 @@ def wake(message_id: int, account_id: int | None = None) -> None:
     that is down must not undo or fail the send: the row is committed, and the sweeper
     will find it (ARCHITECTURE invariant 1). ``account_id``: see ``publish``."""
     transaction.on_commit(lambda: publish(message_id, account_id=account_id))
+
+
+# A wake-up's retry policy: one quick retry, not kombu's default back-off (see publish).
+QUICK_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
+
+
+def wake_check(check_id: int) -> None:
+    """Hand a connection test to a worker once the current transaction commits. A broker
+    that is down leaves the check waiting; its page says so after the deadline."""
+    def send() -> None:
+        try:
+            check_account.apply_async((check_id,), retry=True, retry_policy=QUICK_RETRY)
+        except Exception as exc:  # kombu raises several unrelated classes for a dead broker
+            log.warning("could not hand connection test %s to a worker (%s)", check_id, exc)
+
+    transaction.on_commit(send)
 
 
 def publish(message_id: int, *, account_id: int | None = None) -> None:
@@ -61,10 +83,7 @@ def publish(message_id: int, *, account_id: int | None = None) -> None:
         # One quick retry (a pooled broker connection may just have been reset), not
         # kombu's default of several with back-off: with the broker down, send_draft would
         # otherwise hang ~0.6 s per message for a wake-up the sweeper makes up for anyway.
-        deliver.apply_async(
-            (message_id,), retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
-        )
+        deliver.apply_async((message_id,), retry=True, retry_policy=QUICK_RETRY)
     except Exception as exc:  # kombu raises several unrelated classes for a dead broker
         log.warning("could not wake a worker for message %s (%s); the sweeper will send it",
                     message_id, exc)

@@ -120,6 +120,18 @@ class AccountForm(forms.ModelForm):
             )
         return data
 
+    RETYPE_SECRET = (
+        "Type the password again: for your safety Mailroom never sends it back to the page, "
+        "so it was cleared when the form came back with errors."
+    )
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        # A password typed into a form that failed is not rendered back (it would put the
+        # secret in the page): say so next to the field instead of blanking it silently.
+        if self.is_bound and self._errors and self.data.get("secret"):
+            self._errors.setdefault("secret", self.error_class()).append(self.RETYPE_SECRET)
+
     def save(self, commit: bool = True) -> SmtpAccount:
         account = super().save(commit=False)
         account.owner = self.owner

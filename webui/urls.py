@@ -15,6 +15,8 @@ urlpatterns = [
     path("accounts/<int:pk>/delete/", accounts.account_delete, name="account_delete"),
     path("accounts/<int:pk>/default/", accounts.account_set_default, name="account_default"),
     path("accounts/<int:pk>/check/", accounts.account_check, name="account_check"),
+    path("accounts/<int:pk>/check/status/", accounts.account_check_status,
+         name="account_check_status"),
     path("accounts/<int:pk>/resume/", accounts.account_resume, name="account_resume"),
     path("accounts/<int:pk>/test-message/", accounts.account_send_test, name="account_send_test"),
     # Compose and drafts

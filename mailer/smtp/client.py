@@ -477,6 +477,21 @@ class SMTPClient:
             except OSError:
                 pass
 
+    def abort(self) -> None:
+        """Cut the connection from another thread, for a caller's overall deadline: a read,
+        write or TLS handshake blocked in the client's thread fails at once (and closes the
+        client as any failure does). Does nothing before the socket is open or after close.
+        ``shutdown`` rather than ``close``: closing a descriptor another thread is blocked on
+        does not wake that thread on Linux."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
+                # the TLS object under the reading thread's feet.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def __enter__(self) -> SMTPClient:
         self.connect()
         return self

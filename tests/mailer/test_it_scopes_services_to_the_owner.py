@@ -13,6 +13,10 @@ from tests.mailer.base import make_draft, send
     lambda u, m, a: services.check_account(u, a),
     lambda u, m, a: services.send_test_message(u, a),
     lambda u, m, a: services.resume_account(u, a),
+    lambda u, m, a: services.start_check(u, a),
+    lambda u, m, a: services.latest_check(u, a),
+    lambda u, m, a: services.set_default(u, a),
+    lambda u, m, a: services.delete_account(u, a),
 ])
 def test_it_hides_other_peoples_objects(owner, stranger, account, action):
     msg = send(owner, account, hold_seconds=10)

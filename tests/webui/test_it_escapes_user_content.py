@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 from django.utils import timezone
 
-from mailer.models import OutboxMessage, Recipient, SmtpAccount
+from mailer.models import AccountCheck, OutboxMessage, Recipient, SmtpAccount
 from tests.webui.conftest import add_attempt, make_account, make_draft, make_message
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -48,12 +48,12 @@ def test_it_escapes_every_displayed_field(owner, owner_client):
 
 
 def test_it_escapes_a_connection_test_transcript(owner_client, account, client_for):
-    session = owner_client.session
-    session[f"webui:account-check:{account.pk}"] = {
-        "ok": False, "verdict": f"Refused {XSS}", "capabilities": None,
-        "transcript": [f"S: 554 {XSS}"], "error": f"err {XSS}", "at": "",
-    }
-    session.save()
+    AccountCheck.objects.create(
+        owner=account.owner, account=account, status="done", ok=False,
+        finished_at=timezone.now(), result={
+            "ok": False, "verdict": f"Refused {XSS}", "capabilities": None,
+            "transcript": [f"S: 554 {XSS}"], "error": f"err {XSS}",
+        })
     _assert_escaped(owner_client.get(f"/accounts/{account.pk}/"))
 
 

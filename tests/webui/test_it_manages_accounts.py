@@ -69,3 +69,37 @@ def test_it_offers_the_provider_presets(owner_client):
     presets = json.loads(body[start:body.index("</script>", start)])
     assert presets["gmail"]["host"] == "smtp.gmail.com" and presets["gmail"]["port"] == 587
     assert presets["fastmail"]["security"] == "tls"
+
+
+def test_a_form_with_errors_says_the_password_must_be_typed_again(owner_client, account):
+    response = owner_client.post("/accounts/new/", {**FORM, "label": "Work", "secret": "typed-pw-77"})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "typed-pw-77" not in body  # never rendered back into the page
+    assert "Type the password again" in body
+    # Nothing typed, nothing to retype: no such line.
+    body = owner_client.post("/accounts/new/", {**FORM, "label": "Work", "secret": ""}).content.decode()
+    assert "Type the password again" not in body
+
+
+def test_the_first_real_account_takes_over_from_the_local_sink(owner, owner_client):
+    from mailer.management.commands.up import ensure_local_sink_account
+
+    sink, _ = ensure_local_sink_account(owner, "127.0.0.1", 1025)
+    response = owner_client.post("/accounts/new/", FORM)
+    assert response.status_code == 302
+    assert list(SmtpAccount.objects.filter(owner=owner, is_default=True)) == [
+        SmtpAccount.objects.get(owner=owner, label="Home")]
+    sink.refresh_from_db()
+    assert not sink.is_default
+    # The compose page picks it first.
+    compose = owner_client.get("/compose/").content.decode()
+    home = SmtpAccount.objects.get(owner=owner, label="Home")
+    assert f'<option value="{home.pk}" selected>' in compose
+
+
+def test_deleting_the_default_names_the_new_default(owner, owner_client, account):
+    SmtpAccount.objects.filter(pk=account.pk).update(is_default=True)
+    make_account(owner, label="Other")
+    body = owner_client.post(f"/accounts/{account.pk}/delete/", follow=True).content.decode()
+    assert "“Other” is now your default account." in body

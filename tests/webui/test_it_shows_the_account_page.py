@@ -23,7 +23,7 @@ def test_it_says_why_an_account_is_paused_and_resumes_it(owner, owner_client, ac
         paused_at=timezone.now(), paused_reason="The server refused the username or password.")
     message = make_message(owner, account, status="deferred")
     body = owner_client.get(f"/accounts/{account.pk}/").content.decode()
-    assert "Paused since" in body and "refused the username or password" in body
+    assert "Paused</strong> (since" in body and "refused the username or password" in body
     assert "Resume sending" in body
 
     response = owner_client.post(f"/accounts/{account.pk}/resume/")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
 from mailer import quotas, services
 from mailer.models import OutboxMessage, SmtpAccount
 from webui.forms import AccountForm
 from webui.views.common import run_service
-
-CHECK_SESSION_KEY = "webui:account-check:{pk}"
 
 
 def _get_account_for_user(request: HttpRequest, pk: int) -> SmtpAccount:
@@ -36,10 +33,7 @@ def account_list(request: HttpRequest) -> HttpResponse:
 def account_add(request: HttpRequest) -> HttpResponse:
     form = AccountForm(request.POST or None, owner=request.user)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            account = form.save()
-            if not SmtpAccount.objects.filter(owner=request.user, is_default=True).exists():
-                SmtpAccount.objects.filter(pk=account.pk).update(is_default=True)
+        account = services.add_account(request.user, form.save(commit=False))
         messages.success(
             request, f"Account “{account.label}” added. Test the connection to make sure it works."
         )
@@ -83,7 +77,6 @@ def _quota_use(account: SmtpAccount) -> list[dict]:
 @login_required
 def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
-    check = request.session.pop(CHECK_SESSION_KEY.format(pk=account.pk), None)
     counts = OutboxMessage.objects.filter(account=account).aggregate(
         waiting=Count("pk", filter=Q(status__in=["queued", "scheduled", "sending", "deferred"])),
         sent=Count("pk", filter=Q(status="sent")),
@@ -92,7 +85,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
     caps = account.capabilities or {}
     return render(request, "webui/accounts/detail.html", {
         "account": account,
-        "check": check,
+        **_check_context(request, account),
         "counts": counts,
         "caps": caps,
         "quota": _quota_use(account),
@@ -103,24 +96,14 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def account_delete(request: HttpRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
-    waiting = OutboxMessage.objects.filter(
-        account=account, status__in=["queued", "scheduled", "sending", "deferred"]
-    ).count()
-    if waiting:
-        messages.error(
-            request,
-            f"“{account.label}” still has {waiting} message(s) waiting to be sent. Cancel them "
-            f"in the outbox, or wait until they are sent, then delete the account.",
-        )
-        return redirect("account", pk=account.pk)
-    with transaction.atomic():
-        was_default = account.is_default
-        account.delete()
-        if was_default:
-            successor = SmtpAccount.objects.filter(owner=request.user).order_by("label").first()
-            if successor:
-                SmtpAccount.objects.filter(pk=successor.pk).update(is_default=True)
-    messages.success(request, f"Account “{account.label}” deleted.")
+    label = account.label
+    try:
+        successor = services.delete_account(request.user, account)
+    except services.ActionNotAllowed as exc:
+        messages.error(request, str(exc))
+        return redirect("account", pk=pk)
+    messages.success(request, f"Account “{label}” deleted."
+                     + (f" “{successor.label}” is now your default account." if successor else ""))
     return redirect("accounts")
 
 
@@ -128,28 +111,45 @@ def account_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def account_set_default(request: HttpRequest, pk: int) -> HttpResponse:
     account = _get_account_for_user(request, pk)
-    with transaction.atomic():
-        SmtpAccount.objects.filter(owner=request.user, is_default=True).exclude(
-            pk=account.pk).update(is_default=False)
-        SmtpAccount.objects.filter(pk=account.pk).update(is_default=True)
+    run_service(request, services.set_default, account)
     messages.success(request, f"“{account.label}” is now your default account.")
     if request.POST.get("next") == "list":
         return redirect("accounts")
     return redirect("account", pk=account.pk)
 
 
+def _check_context(request: HttpRequest, account: SmtpAccount) -> dict:
+    check = services.latest_check(request.user, account)
+    if (check is not None and check.is_finished and account.paused_at is not None
+            and check.finished_at < account.paused_at):
+        check = None  # "It works" from before the pause would contradict the notice above it
+    return {
+        "check": check,
+        "deadline": settings.MAILROOM_CHECK_DEADLINE_SECONDS,
+    }
+
+
 @login_required
 @require_POST
 def account_check(request: HttpRequest, pk: int) -> HttpResponse:
+    # The check itself runs in a worker (services.run_check): a server that never answers
+    # must not hold a web worker. The page shows it live.
     account = _get_account_for_user(request, pk)
-    result = run_service(request, services.check_account, account)
-    if result is not None:
-        # Shown once on the account page (redirect after POST); the transcript is redacted
-        # by the client, and the check result holds no secret.
-        request.session[CHECK_SESSION_KEY.format(pk=account.pk)] = {
-            **asdict(result), "at": timezone.now().isoformat(),
-        }
-    return redirect("account", pk=account.pk)
+    run_service(request, services.start_check, account)
+    return redirect(f"{reverse('account', args=[account.pk])}#check-result")
+
+
+@login_required
+@require_GET
+def account_check_status(request: HttpRequest, pk: int) -> HttpResponse:
+    account = _get_account_for_user(request, pk)
+    context = _check_context(request, account)
+    response = render(request, "webui/accounts/check.html", {"account": account, **context})
+    if request.headers.get("HX-Request") and context["check"] and context["check"].is_finished:
+        # The live poll saw the check end: reload the page, whose other parts it changed
+        # too (the capabilities, a pause it lifted).
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @login_required

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from email_validator import EmailNotValidError
 
 from mailer import mime, presets, services
@@ -176,14 +176,9 @@ class Command(BaseCommand):
 
         account = SmtpAccount(**fields)
         account.set_secret(secret or "")
-        if opts["default"] or not SmtpAccount.objects.filter(owner=user).exists():
-            account.is_default = True
         try:
             account.full_clean(validate_constraints=False)
-            with transaction.atomic():
-                if account.is_default:
-                    SmtpAccount.objects.filter(owner=user, is_default=True).update(is_default=False)
-                account.save()
+            services.add_account(user, account, make_default=opts["default"])
         except ValidationError as exc:
             raise CommandError(describe_validation_error(exc)) from exc
         except IntegrityError as exc:
@@ -193,7 +188,8 @@ class Command(BaseCommand):
             ) from exc
         self.stdout.write(
             f"Added “{account.label}” for {user.get_username()}: {account.host}:{account.port} "
-            f"({account.security}). Test it with: python manage.py smtpaccount check "
+            f"({account.security}){', the default account' if account.is_default else ''}. "
+            f"Test it with: python manage.py smtpaccount check "
             f"{_quoted(account.label)} --user {user.get_username()}"
         )
 

@@ -161,6 +161,7 @@ def ensure_local_sink_account(user, host: str, port: int):
         },
     )
     account.host, account.port = host, port
+    account.is_local_sink = True
     account.security = SmtpAccount.Security.NONE
     account.auth_mechanism = SmtpAccount.AuthMechanism.NONE
     account.username = ""
