@@ -133,7 +133,13 @@ class ConnectionCache:
         self.opened = 0
 
     def acquire(self, account: SmtpAccount):
-        """Return (client, reused). Raises the client's errors when a new connection fails."""
+        """Return (client, reused). Raises the client's errors when a new connection fails.
+
+        The account's connection settings are read afresh first: the row in hand was read
+        when its message was claimed, and an edit since (a new password, another login
+        method) must retire the cached connection in every worker and be what the next
+        login uses. One primary-key read per message."""
+        account.refresh_from_db(fields=SmtpAccount.CONNECTION_FIELDS)
         cached = self._conns.pop(account.pk, None)
         if cached is not None:
             idle = time.monotonic() - cached.last_used

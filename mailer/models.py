@@ -99,14 +99,16 @@ class SmtpAccount(models.Model):
     def domain(self) -> str:
         return self.from_address.rpartition("@")[2] or "localhost"
 
+    #: Every setting that shapes an SMTP connection (where it goes, how it logs in).
+    CONNECTION_FIELDS = (
+        "host", "port", "security", "auth_mechanism", "allow_plaintext_auth", "username",
+        "secret_encrypted", "verify_tls", "ca_certificate",
+    )
+
     def connection_fingerprint(self) -> str:
         """A digest of every setting that shapes an SMTP connection: a cached connection
         whose fingerprint differs was opened with old settings and must not be reused."""
-        parts = [
-            self.host, str(self.port), self.security, self.auth_mechanism,
-            str(self.allow_plaintext_auth), self.username, self.secret_encrypted,
-            str(self.verify_tls), self.ca_certificate,
-        ]
+        parts = [str(getattr(self, name)) for name in self.CONNECTION_FIELDS]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 

@@ -76,3 +76,37 @@ def test_it_sends_on_a_new_connection_when_the_unchecked_one_was_closed(owner, a
     assert server.connections == 2
     assert server.per_message_id() == {first.message_id: 1, msg.message_id: 1}
     assert DeliveryAttempt.objects.get(message=msg).connection_reused is False
+
+
+def test_an_edit_mid_batch_retires_the_cached_connection(owner, smtp_server_factory):
+    """A batch is claimed with the account as it was; the password is changed after its
+    first message and the login method after its second. Each next message logs in anew,
+    with the new settings, instead of going out on the connection opened with the old."""
+    from mailer.models import SmtpAccount
+    from tests.mailer.base import make_account
+
+    accounts = {"alice": "old secret"}
+    server = smtp_server_factory(accounts=accounts, auth_require_tls=False)
+    account = make_account(owner, server, auth_mechanism="plain", username="alice",
+                           secret="old secret", allow_plaintext_auth=True)
+    for i in range(3):
+        send(owner, account, subject=f"n{i}", hold_seconds=0)
+    batch = delivery.claim_batch(account.pk, limit=10)
+    assert len(batch) == 3
+    outcomes = [delivery._deliver_claimed(*batch[0])]
+
+    edited = SmtpAccount.objects.get(pk=account.pk)  # another process's edit (the web page)
+    edited.set_secret("new secret")
+    edited.save()
+    accounts["alice"] = "new secret"  # the server now takes only the new one
+    outcomes.append(delivery._deliver_claimed(*batch[1]))
+
+    edited.auth_mechanism = "login"
+    edited.save()
+    outcomes.append(delivery._deliver_claimed(*batch[2]))
+
+    assert outcomes == ["sent"] * 3
+    assert server.handler.login_attempts == [("PLAIN", "alice"), ("PLAIN", "alice"),
+                                             ("LOGIN", "alice")]
+    reused = DeliveryAttempt.objects.order_by("pk").values_list("connection_reused", flat=True)
+    assert list(reused) == [False, False, False]
