@@ -166,6 +166,9 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+# Dates and times as the history rows show them (2026-12-05 20:36): the English locale's
+# "8:36 p.m." made a sentence ending in a time read "p.m..".
+FORMAT_MODULE_PATH = ["config.formats"]
 USE_I18N = True
 USE_TZ = True
 

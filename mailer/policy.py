@@ -163,8 +163,8 @@ _CONNECTION_PHASES = ("connect", "greeting", "ehlo")
 _ASK_AGAIN = "Mailroom will try again later."
 _RESUME = (
     "Mailroom paused this account so that repeated attempts do not get it locked at the "
-    "provider; its mail waits. Fix the account's settings (or run a connection test) and "
-    "sending resumes."
+    "provider; its mail waits. Saving the fixed settings, or a connection test that "
+    "succeeds, resumes it."
 )
 
 _BAD_LOGIN = (

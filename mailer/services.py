@@ -258,6 +258,12 @@ def retry_now(user, message: OutboxMessage, *, failed_only: bool = False) -> Out
     recipients that failed; otherwise every recipient not yet accepted (failed or deferred).
     Recipients that accepted the message never get it twice."""
     _own(user, message)
+    if message.account is not None and message.account.paused_at is not None:
+        raise ActionNotAllowed(
+            f"The account “{message.account.label}” is paused, so nothing can be sent through "
+            "it now. Fix its settings (saving them, or a connection test that succeeds, "
+            "resumes it) and its waiting mail goes out."
+        )
     statuses = [RStatus.FAILED] if failed_only else [RStatus.FAILED, RStatus.DEFERRED, RStatus.PENDING]
     if not message.recipients.filter(status__in=statuses).exists():
         raise ActionNotAllowed(

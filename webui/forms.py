@@ -217,6 +217,8 @@ class OutboxFilterForm(forms.Form):
                                 widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To date",
                               widget=forms.DateInput(attrs={"type": "date"}))
+    failed_recipients = forms.BooleanField(required=False,
+                                           label="Only with a failed recipient")
 
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)

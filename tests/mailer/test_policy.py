@@ -193,7 +193,7 @@ def test_which_actions_wait_and_which_are_final():
 def test_reasons_say_what_to_do():
     paused = policy.classify("auth", 535, "5.7.8", "Username and Password not accepted")
     assert "app password" in paused.reason
-    assert "sending resumes" in paused.reason
+    assert "resumes it" in paused.reason
     cert = policy.classify_error(errors.SMTPCertificateError("bad cert", phase="starttls"))
     assert "CA certificate" in cert.reason and "The server said" not in cert.reason
 

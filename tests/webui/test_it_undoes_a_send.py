@@ -53,7 +53,8 @@ def test_it_schedules_for_later(owner, owner_client, account):
         "action": "schedule"}, follow=True)
     message = OutboxMessage.objects.get()
     assert message.status == "scheduled" and message.scheduled_at > timezone.now()
-    assert "Scheduled for" in response.content.decode()
+    page = response.content.decode()
+    assert f"It goes out at {when.replace('T', ' ')}." in page  # what will happen, no stale notice
 
 
 def test_it_refuses_to_schedule_in_the_past(owner, owner_client, account):

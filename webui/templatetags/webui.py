@@ -74,15 +74,18 @@ def outbox_row(m, oob: bool = False) -> str:
     if m.status == "deferred" and m.next_attempt_at:
         next_try = format_html(' <span class="muted small nowrap">· next try {}</span>',
                                _local(m.next_attempt_at, "%H:%M"))
+    split = getattr(m, "split", None)
+    split_words = (format_html(' <span class="split muted small nowrap">{}</span>', split.words())
+                   if split is not None and (split.mixed or split.failed) else "")
     return format_html(
         '<tr id="message-row-{pk}" data-status="{status}"{oob}>\n'
-        '  <td><span class="badge badge-{status}">{label}</span></td>\n'
+        '  <td><span class="badge badge-{status}">{label}</span>{split}</td>\n'
         '  <td class="subject"><a href="{url}">{subject}</a>{next_try}</td>\n'
         '  <td class="clip">{to}</td>\n'
         '  <td class="opt">{account}</td>\n'
         '  <td class="nowrap muted small">{when}</td>\n'
         "</tr>",
-        pk=m.pk, status=m.status, oob=mark_safe(' hx-swap-oob="true"') if oob else "",
+        pk=m.pk, status=m.status, split=split_words, oob=mark_safe(' hx-swap-oob="true"') if oob else "",
         label=m.get_status_display(), url=message_url(m.pk),
         subject=m.subject or "(no subject)", next_try=next_try, to=m.to_display,
         account=getattr(m, "account_label", "") or "—", when=when,

@@ -169,11 +169,8 @@ def _send(request, draft: Draft, form: ComposeForm, attachments, action: str) ->
     except (ValidationError, services.ActionNotAllowed) as exc:
         _errors_to_form(form, exc)
         return _render_compose(request, form, draft, attachments, status=400)
-    if message.scheduled_at:
-        when = date_format(timezone.localtime(message.scheduled_at), "DATETIME_FORMAT")
-        messages.success(request, f"Scheduled for {when}.")
-    else:
-        messages.success(request, "Sending.")
+    # No notice: the message page's status (kept live) says what happens, and a notice
+    # such as "Sending." would stay at the top after the results were in.
     return redirect("message", pk=message.pk)
 
 

@@ -17,14 +17,14 @@ from csp.decorators import csp
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from mailer import services
+from mailer import progress, services
 from mailer.counts import by_status, by_status_and_page, by_status_in
 from mailer.models import Draft, OutboxMessage, Recipient
 from mailer.search import search
@@ -81,6 +81,9 @@ def _filtered(request: HttpRequest, form: OutboxFilterForm) -> QuerySet[OutboxMe
     if data["date_to"]:
         end = datetime.combine(data["date_to"] + timedelta(days=1), time.min, tz)
         qs = qs.filter(created_at__lt=end)
+    if data.get("failed_recipients"):
+        qs = qs.filter(Exists(Recipient.objects.filter(message=OuterRef("pk"),
+                                                       status=Recipient.Status.FAILED)))
     if q := data["q"].strip():
         qs = search(qs, q)  # subject, To, and every recipient (Cc and Bcc only there)
     return qs
@@ -106,7 +109,7 @@ def _counts_and_page(request: HttpRequest, form: OutboxFilterForm,
     if data.get("q", "").strip():
         return by_status_and_page(qs, TAB_STATUSES[tab], offset=(number - 1) * PAGE_SIZE,
                                   limit=PAGE_SIZE)
-    if data.get("date_from") or data.get("date_to"):
+    if data.get("date_from") or data.get("date_to") or data.get("failed_recipients"):
         return by_status_in(qs), None
     return by_status(request.user, data.get("account")), None
 
@@ -148,8 +151,11 @@ def outbox(request: HttpRequest) -> HttpResponse:
     keep.pop("tab", None)
     accounts = list(form.fields["account"].queryset.only("pk", "label"))
     labels = {a.pk: a.label for a in accounts}
-    for message in page.object_list:
+    rows = list(page.object_list)
+    _add_splits(rows)
+    for message in rows:
         message.account_label = labels.get(message.account_id, "")
+    page.object_list = rows
     return render(request, "webui/outbox/list.html", {
         "form": form,
         "accounts": accounts,
@@ -159,6 +165,18 @@ def outbox(request: HttpRequest) -> HttpResponse:
         "query": keep.urlencode(),
         **_poller(page.object_list),
     })
+
+
+def _add_splits(rows: list[OutboxMessage]) -> None:
+    """Each row's recipients by outcome ("2 sent · 1 failed · 1 waiting"), for the whole
+    page in one grouped query on the recipients' message index."""
+    counts: dict[int, dict[str, int]] = {m.pk: {} for m in rows}
+    grouped = (Recipient.objects.filter(message_id__in=list(counts))
+               .values_list("message_id", "status").annotate(n=Count("id")).order_by())
+    for message_id, status, n in grouped:
+        counts[message_id][status] = n
+    for m in rows:
+        m.split = progress.split(counts[m.pk])
 
 
 def _poller(messages: list[OutboxMessage]) -> dict:
@@ -184,6 +202,7 @@ def outbox_live(request: HttpRequest) -> HttpResponse:
         OutboxMessage.objects.filter(owner=request.user, pk__in=ids)
         .select_related("account").only(*ROW_FIELDS, "account__label").order_by("-created_at", "-id")
     )
+    _add_splits(rows)
     for message in rows:
         message.account_label = message.account.label if message.account else ""
     return render(request, "webui/outbox/live_rows.html", {"rows": rows, **_poller(rows)})
@@ -196,19 +215,25 @@ def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
     can_undo = bool(
         message.status == S.SCHEDULED and message.hold_until and message.hold_until > now
     )
-    has_failed = any(r.status == Recipient.Status.FAILED for r in recipients)
+    step = progress.next_step(message, recipients, now)
+    refused = [r for r in recipients if r.status != Recipient.Status.ACCEPTED]
     return {
         "m": message,
         "recipients": recipients,
+        "waiting_recipients": [r for r in refused if r.status in Recipient.RETRY_STATUSES],
         "attempts": attempts,
         "poll": poll_seconds(message),
         "can_undo": can_undo,
         "undo_seconds": math.ceil((message.hold_until - now).total_seconds()) if can_undo else 0,
-        "can_cancel": message.status in PENDING and not can_undo,
-        "can_retry": message.status in (S.DEFERRED, S.FAILED) or (
-            message.status == S.SENT and has_failed),
+        "can_cancel": step.can_cancel and not can_undo,
+        "can_retry": step.can_retry_now,
         "can_resend": message.status == S.UNKNOWN,
-        "waiting_statuses": PENDING,
+        "step": step,
+        "split": progress.split([r.status for r in recipients]),
+        # The message's own reason is shown only when it is not the recipients' reasons
+        # joined (each recipient's is in its row, once).
+        "message_reason": (message.wait_reason if message.status in PENDING else "")
+        or message.last_error if refused and not all(r.code for r in refused) else "",
     }
 
 
