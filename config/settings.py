@@ -286,6 +286,16 @@ MAILROOM_REDIS_URL = env.str(
 MAILROOM_REDIS_PREFIX = env.str("MAILROOM_REDIS_PREFIX", default="mailroom")
 
 # --- Delivery policy ------------------------------------------------------------------
+# Where outgoing SMTP connections may go, checked on every address after DNS resolution
+# (mailer.destinations): networks (CIDR) to deny, or "internal" (loopback, private,
+# link-local and metadata, shared and reserved ranges); networks allowed even so (an
+# internal relay); whether staff users are exempt. Production denies the internal ranges by
+# default; the embedded default, whose Local sink is on 127.0.0.1, denies nothing.
+MAILROOM_DESTINATIONS_DENY = env.list(
+    "MAILROOM_DESTINATIONS_DENY", default=["internal"] if PRODUCTION else []
+)
+MAILROOM_DESTINATIONS_ALLOW = env.list("MAILROOM_DESTINATIONS_ALLOW", default=[])
+MAILROOM_DESTINATIONS_STAFF_EXEMPT = env.bool("MAILROOM_DESTINATIONS_STAFF_EXEMPT", default=True)
 # Recipients only in these domains (and their subdomains), comma-separated; empty, the
 # default, allows every syntactically valid address (the server decides what exists).
 MAILROOM_ALLOWED_RECIPIENT_DOMAINS = [

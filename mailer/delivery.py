@@ -61,7 +61,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from mailer import policy, quotas
+from mailer import destinations, policy, quotas
 from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
 from mailer.policy import Action
 
@@ -107,6 +107,7 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
         connect_timeout=settings.MAILROOM_SMTP_CONNECT_TIMEOUT,
         command_timeout=settings.MAILROOM_SMTP_COMMAND_TIMEOUT,
         data_timeout=settings.MAILROOM_SMTP_DATA_TIMEOUT,
+        destination_check=destinations.check_for(account),
     )
 
 

@@ -200,6 +200,13 @@ RULES: tuple[Rule, ...] = (
          "confirmed it, so the server may already have it. Mailroom does not resend it on its "
          "own (that could deliver it twice): check with a recipient, then resend if needed.",
          errors=("SMTPOutcomeUnknown",)),
+    # The account points at an address the operator does not allow: its own settings are
+    # at fault, so its mail waits (paused) instead of being retried against it forever.
+    Rule("destination-refused", Action.PAUSE_ACCOUNT,
+         "Mailroom is not allowed to connect to this server's address (the operator's "
+         "destination policy). Check the account's host name, or ask the operator to allow "
+         "the server. " + _RESUME,
+         errors=("SMTPDestinationRefused",)),
     Rule("certificate", Action.PAUSE_ACCOUNT,
          "The server's certificate could not be verified, so Mailroom did not log in. Check the "
          "host name, or add the server's CA certificate to the account. " + _RESUME,

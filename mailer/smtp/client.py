@@ -32,6 +32,7 @@ from .errors import (
     SMTPCommandArgumentError,
     SMTPConnectError,
     SMTPDataError,
+    SMTPDestinationRefused,
     SMTPError,
     SMTPGreetingError,
     SMTPMessageTooLarge,
@@ -233,6 +234,7 @@ class SMTPClient:
         data_timeout: float = 600.0,
         transcript: bool = False,
         transcript_limit: int = 64 * 1024,
+        destination_check: Callable[[str], str | None] | None = None,
     ) -> None:
         self.host = host
         self.port = int(port)
@@ -257,6 +259,9 @@ class SMTPClient:
         self.data_timeout = data_timeout
         self.record_transcript = transcript
         self.transcript_limit = transcript_limit
+        #: Called with every address the host name resolves to; a string it returns is the
+        #: plain-words reason that address may not be connected to (None: it may).
+        self.destination_check = destination_check
         self.transcript: list[str] = []
         self._transcript_size = 0
         self._transcript_full = False
@@ -521,11 +526,39 @@ class SMTPClient:
                 phase="connect",
             ) from exc
 
+    def _connect_checked(self) -> socket.socket:
+        """``socket.create_connection`` with the destination check in it: the name is
+        resolved once, every address is checked, and the socket connects to a checked
+        address itself, so a DNS answer that changes between the check and the connection
+        (rebinding) cannot reach an address the check refused."""
+        refused: str | None = None
+        error: OSError | None = None
+        infos = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
+        for family, kind, proto, _name, sockaddr in infos:
+            if self.destination_check is not None:
+                reason = self.destination_check(str(sockaddr[0]))
+                if reason:
+                    refused = refused or reason
+                    continue
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        if error is not None:
+            raise error
+        if refused is not None:
+            raise SMTPDestinationRefused(refused, phase="connect")
+        raise OSError(f"{self.host} resolved to no address")
+
     def _open(self) -> None:
         ctx = self._ssl_context() if self.security is not Security.NONE else None
         where = f"{self.host}:{self.port}"
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            sock = self._connect_checked()
         except socket.gaierror as exc:
             raise SMTPConnectError(
                 f"Could not find the SMTP server {self.host!r} ({exc.strerror}). "

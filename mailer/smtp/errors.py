@@ -22,6 +22,7 @@ __all__ = [
     "SMTPAuthenticationError",
     "SMTPCertificateError",
     "SMTPCommandArgumentError",
+    "SMTPDestinationRefused",
     "SMTPConnectError",
     "SMTPDataError",
     "SMTPError",
@@ -97,6 +98,13 @@ class SMTPConnectError(SMTPError, ConnectionError):
     """The server could not be reached: refused, DNS failure, network unreachable."""
 
     default_transient = True
+
+
+class SMTPDestinationRefused(SMTPError):
+    """The operator's destination policy does not allow a connection to the address the
+    server's name resolved to (checked after DNS resolution, before any byte is sent)."""
+
+    default_transient = False
 
 
 class SMTPServerDisconnected(SMTPError, ConnectionError):

@@ -198,6 +198,15 @@ def read_reply(
         end = len(raw) - (2 if raw[-2:-1] == b"\r" else 1)
         head = raw[:3]
         if not head.isdigit() or raw[0] not in b"2345" or end < 3:
+            if phase == "greeting":
+                # Not a mail server at all (SSH, HTTP, Redis, a database): say so without
+                # echoing its banner, which would make a probe of internal services out of
+                # the connection check.
+                raise SMTPProtocolError(
+                    "The server did not answer like a mail server. Check the host and port "
+                    "point at an SMTP server (mail submission is usually port 587 or 465).",
+                    phase=phase,
+                )
             raise SMTPProtocolError(
                 f"The server sent something that is not an SMTP reply: {_preview(raw)}. "
                 "Check the host and port point at an SMTP server.",
