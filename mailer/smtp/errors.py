@@ -1,8 +1,10 @@
 """One exception hierarchy for every SMTP failure.
 
 Each error carries the server's reply (when there was one), the ``phase`` of the dialogue in
-which it happened and whether it is ``transient``. :func:`is_transient` is the single place
-that decides "retry later" versus "give up" — the outbox asks it and nothing else.
+which it happened and whether it is ``transient``. :func:`is_transient` is the client's own
+view of "retry later" versus "give up" (its command-line tool uses it); the outbox decides
+with ``mailer.policy``, which reads the class, the phase and the codes (the enhanced code
+can make a 5xx an account fault, a 4xx a throttle).
 
 Rule of thumb (RFC 5321 section 4.2.1): 4xx replies, lost connections and timeouts are
 transient; 5xx replies and local refusals (bad arguments, missing extensions, untrusted
