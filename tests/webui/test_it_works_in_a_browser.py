@@ -49,6 +49,9 @@ def worker(transactional_db):
 def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp, worker, tmp_path):
     owner = make_user("owen")
     UserPreferences.objects.create(user=owner, hold_seconds=2)
+    # As `up` makes it: the Local sink, the default until a real account exists.
+    make_account(owner, label="Local sink", host="127.0.0.1", port=1, security="none",
+                 username="", auth_mechanism="none", is_local_sink=True, is_default=True)
     page.goto("/login/")
     screenshot(page, "login")
     sign_in(page, "owen", PASSWORD)
@@ -79,6 +82,9 @@ def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp,
     report = tmp_path / "report.txt"
     report.write_text("the report\n")
     page.goto("/compose/")
+    # The first real account took over as the default: real mail does not go to the sink.
+    assert page.get_by_label("From", exact=True).locator("option:checked").inner_text() \
+        .startswith("Work")
     # A reserved test domain is a valid address: the server decides what exists.
     page.get_by_label("To", exact=True).fill("alice@example.org, Bob <bob@example.test>")
     page.get_by_label("Subject").fill("Figures for Q3")
