@@ -17,7 +17,7 @@ def test_a_worker_killed_before_the_end_of_data_leads_to_one_delivery(owner, acc
     doomed.kill()
 
     with celery_worker(beat=True, env=FAST):
-        wait_until(lambda: OutboxMessage.objects.get(pk=msg.pk).status == "sent", timeout=30,
+        wait_until(lambda: OutboxMessage.objects.get(pk=msg.pk).status == "sent", timeout=60,
                    what="delivered after the lease expired")
     assert [r.message_id for r in server.received] == [msg.message_id]
     outcomes = list(DeliveryAttempt.objects.filter(message=msg).values_list("outcome", flat=True))
