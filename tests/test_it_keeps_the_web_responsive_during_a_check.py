@@ -22,7 +22,8 @@ from tests.ports import free_port
 from tests.webui.conftest import make_user
 from tests.workers import ROOT, celery_worker, wait_until, worker_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# pipeline: both passes (SQLite + filesystem broker, then PostgreSQL + Redis).
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
 DEADLINE = "4"
 

@@ -94,3 +94,17 @@ def test_another_owners_account_is_not_found(owner, stranger):
     for action in (services.delete_account, services.set_default):
         with pytest.raises(services.NotFound):
             action(owner, account)
+
+
+def test_the_migration_marks_the_sinks_up_made_before_the_flag(owner):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("mailer.migrations.0007_account_checks")
+    old = make_account(owner, label="Local sink", host="127.0.0.1", port=1025)
+    real = make_account(owner, label="Work", host="127.0.0.1", port=1025)
+    SmtpAccount.objects.update(is_local_sink=False)
+    migration.mark_local_sinks(apps, None)
+    assert SmtpAccount.objects.get(pk=old.pk).is_local_sink
+    assert not SmtpAccount.objects.get(pk=real.pk).is_local_sink
