@@ -578,8 +578,15 @@ class _Watchdog:
 
 
 def send_test_message(user, account: SmtpAccount) -> OutboxMessage:
-    """A short message from the account to its own address, through the real outbox."""
+    """A short message from the account to its own address, through the real outbox.
+    Refused while the account is paused: it would only wait with the rest of its mail."""
     _own(user, account)
+    if account.paused_at is not None:
+        raise ActionNotAllowed(
+            "The account is paused, so a test message would only wait with its other mail. "
+            "Fix its settings first (saving them, or a connection test that succeeds, resumes "
+            "it), then send the test message."
+        )
     _rate_limit(user)
     draft = Draft.objects.create(
         owner=user,

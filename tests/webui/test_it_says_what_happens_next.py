@@ -184,3 +184,15 @@ def test_times_read_without_a_double_period(owner, owner_client, sink_account):
     shown = timezone.localtime(at).strftime("%Y-%m-%d %H:%M")
     assert f"(since {shown})" in page
     assert "p.m." not in page and "a.m." not in page and ".." not in page.replace("...", "")
+
+
+def test_a_paused_account_offers_no_test_message(owner, owner_client, sink_account):
+    SmtpAccount.objects.filter(pk=sink_account.pk).update(paused_at=timezone.now())
+    page = owner_client.get(f"/accounts/{sink_account.pk}/").content.decode()
+    assert "Send a test message" not in page and "Test connection" in page
+    sink_account.refresh_from_db()
+    with pytest.raises(services.ActionNotAllowed, match="paused"):
+        services.send_test_message(owner, sink_account)
+    SmtpAccount.objects.filter(pk=sink_account.pk).update(paused_at=None)
+    assert "Send a test message" in owner_client.get(f"/accounts/{sink_account.pk}/").content \
+        .decode()
