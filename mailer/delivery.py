@@ -314,7 +314,7 @@ def _update_rows(first: Update, *then: Update, durable: bool = False) -> bool:
 
     ``durable`` (the end-of-data mark): on PostgreSQL the transaction's commit waits for
     its WAL flush even where the server, the database or the role is configured with
-    ``synchronous_commit = off`` — no setting may turn an ``unknown`` into a blind resend.
+    asynchronous commits — no setting may turn an ``unknown`` into a blind resend.
     Set in the same statement (``set_config(…, true)``, i.e. ``SET LOCAL``): no extra
     round trip."""
     sql, params = _update_sql(*first)
