@@ -19,8 +19,13 @@ To change the policy, add or move a row in :data:`RULES`; the tests in
 
 Timing lives here too: :func:`backoff` (Postfix's rule: wait about the message's age,
 clamped to ``MAILROOM_MIN_BACKOFF_SECONDS`` … ``MAILROOM_MAX_BACKOFF_SECONDS``),
-:func:`expired` (``MAILROOM_MAX_MESSAGE_AGE_SECONDS``) and :func:`throttle_delay` (the
-spacing of a throttled account's attempts).
+:func:`next_try`, :func:`expired` (``MAILROOM_MAX_MESSAGE_AGE_SECONDS``) and
+:func:`throttle_delay` (the spacing of a throttled account's attempts).
+
+And what happens after the reply: :func:`after_reply` takes one attempt's decision and
+per-recipient replies with the recipients' states before it, and says what every recipient,
+the message, the attempt and the account become (a pure function; delivery writes what it
+says). ``tests/mailer/test_policy_after_reply.py`` reads like a table of it.
 
 This module reads Django settings lazily and imports nothing from ``mailer.smtp``: errors
 are matched by class name along their MRO, so a subclass matches its parent's rules.
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +50,11 @@ __all__ = [
     "Rule",
     "backoff",
     "classify",
+    "classify_attempt_error",
     "classify_error",
     "classify_recipient",
     "expired",
-    "next_attempt_at",
+    "next_try",
     "retry_unknown",
     "throttle_delay",
     "with_server_words",
@@ -397,6 +403,15 @@ def classify_error(exc: BaseException, *, limit: int | None = None) -> Decision:
     )
 
 
+def classify_attempt_error(exc: BaseException, *, limit: int | None = None) -> Decision:
+    """:func:`classify_error` for a delivery attempt: where ``MAILROOM_RETRY_UNKNOWN`` prefers
+    a possible duplicate to a loss, an unknown outcome is retried like a deferral."""
+    decision = classify_error(exc, limit=limit)
+    if decision.action is Action.UNKNOWN and retry_unknown():
+        return replace(decision, action=Action.DEFER)
+    return decision
+
+
 def classify_recipient(reply: Reply) -> Decision:
     """Decide for one recipient's RCPT reply (``RecipientResult.reply``): accepted,
     deferred, failed, too many recipients, or throttled."""
@@ -437,11 +452,12 @@ def expired(first_queued_at: datetime, now: datetime) -> bool:
     return (now - first_queued_at).total_seconds() >= max_age
 
 
-def next_attempt_at(first_queued_at: datetime, now: datetime) -> datetime | None:
-    """When to try a deferred message again, or None when it has expired (fail it)."""
-    if expired(first_queued_at, now):
-        return None
-    return now + backoff(first_queued_at, now)
+def next_try(first_queued_at: datetime, now: datetime) -> datetime:
+    """When to try a deferred message again: :func:`backoff` from now, but never past the
+    maximum age (the try at that time is the last one; :func:`expired` then fails it)."""
+    at = now + backoff(first_queued_at, now)
+    give_up = first_queued_at + timedelta(seconds=_setting("MAILROOM_MAX_MESSAGE_AGE_SECONDS"))
+    return min(at, max(give_up, now))
 
 
 def throttle_delay(recent_throttles: int) -> timedelta:
@@ -463,3 +479,240 @@ def throttle_delay(recent_throttles: int) -> timedelta:
 def throttle_window() -> timedelta:
     """How long a throttle is remembered when counting ``recent_throttles``."""
     return timedelta(seconds=_setting("MAILROOM_THROTTLE_WINDOW_SECONDS"))
+
+
+# --- after the reply: what each recipient, the message and the account become ------------
+#
+# Delivery hands over what one attempt learned (the message-level decision after an error,
+# and each recipient's reply) with the state before it; :func:`after_reply` says what is
+# written. It reads nothing and writes nothing: ``mailer.delivery.recording`` writes it.
+#
+# For example, a 451 to one of three recipients (the other two accepted): that recipient
+# is ``deferred`` (rule "rcpt-transient"), the two are ``accepted``; the message is
+# ``deferred`` with its next try at :func:`next_try` (about its age, Postfix's rule), the
+# attempt is ``partial``, and the next try goes to the deferred recipient only. Had the
+# message been older than ``MAILROOM_MAX_MESSAGE_AGE_SECONDS``, that recipient would be
+# ``failed`` ("Gave up after …") and the message ``sent`` (to the other two).
+
+
+class RecipientStatus(enum.StrEnum):
+    """A recipient's state (the values of ``Recipient.Status``)."""
+
+    PENDING = "pending"  # not tried yet, or to be tried in another transaction
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"  # waits for the next try
+    FAILED = "failed"
+
+
+class MessageStatus(enum.StrEnum):
+    """What a message becomes after an attempt (values of ``OutboxMessage.Status``)."""
+
+    SENT = "sent"  # every recipient has an answer, and at least one accepted it
+    FAILED = "failed"
+    DEFERRED = "deferred"  # some recipients wait for the next try
+    UNKNOWN = "unknown"  # the server may have it: never resent blindly
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt ended (values of ``DeliveryAttempt.Outcome``)."""
+
+    SENT = "sent"
+    PARTIAL = "partial"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    PAUSED = "paused"
+    THROTTLED = "throttled"
+
+
+#: What a recipient's action makes of its row.
+RECIPIENT_STATUS: dict[Action, RecipientStatus] = {
+    Action.DELIVER_OK: RecipientStatus.ACCEPTED,
+    Action.DEFER: RecipientStatus.DEFERRED,
+    Action.THROTTLE_ACCOUNT: RecipientStatus.DEFERRED,
+    Action.PAUSE_ACCOUNT: RecipientStatus.DEFERRED,
+    Action.SPLIT_RECIPIENTS: RecipientStatus.PENDING,  # the rest go in another transaction
+    Action.UNKNOWN: RecipientStatus.PENDING,
+    Action.FAIL_RECIPIENT: RecipientStatus.FAILED,
+    Action.FAIL_MESSAGE: RecipientStatus.FAILED,
+    Action.TOO_BIG: RecipientStatus.FAILED,
+}
+
+_WAITING_RECIPIENT = (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
+
+
+@dataclass(frozen=True)
+class RecipientReply:
+    """What one attempt says about one recipient: its new status, the server's reply (code,
+    enhanced code, its words) and the plain-words ``reason`` shown beside them."""
+
+    status: RecipientStatus
+    code: int | None = None
+    enhanced: str = ""
+    text: str = ""
+    reason: str = ""
+    action: Action | None = None  # the recipient's own decision, when it had its own reply
+
+
+def accepted(reply: Reply) -> RecipientReply:
+    """A recipient the server took (``reply``: the final reply to the data)."""
+    return RecipientReply(RecipientStatus.ACCEPTED, reply.code, reply.enhanced or "", reply.text)
+
+
+def refused(reply: Reply) -> RecipientReply:
+    """A recipient the server refused at RCPT, with its own reply."""
+    decision = classify_recipient(reply)
+    return RecipientReply(
+        RECIPIENT_STATUS.get(decision.action, RecipientStatus.DEFERRED), reply.code,
+        reply.enhanced or "", reply.text, decision.plain, decision.action,
+    )
+
+
+def after_error(
+    decision: Decision, pending: list[str], refused_at_rcpt: dict[str, Reply]
+) -> dict[str, RecipientReply]:
+    """Each pending recipient's reply when the attempt ended in an error (``decision``):
+    the error's, except for those refused at RCPT with their own reply."""
+    status = RECIPIENT_STATUS.get(decision.action, RecipientStatus.DEFERRED)
+    code, enhanced = decision.code, decision.enhanced or ""
+    shared = RecipientReply(status, code, enhanced, decision.text, decision.plain)
+    return {a: refused(refused_at_rcpt[a]) if a in refused_at_rcpt else shared for a in pending}
+
+
+def throttled(decision: Decision | None, replies: dict[str, RecipientReply]) -> bool:
+    """The provider asked to slow down: for the whole attempt, or at a recipient."""
+    if decision is not None and decision.action is Action.THROTTLE_ACCOUNT:
+        return True
+    return any(r.action is Action.THROTTLE_ACCOUNT for r in replies.values())
+
+
+@dataclass(frozen=True)
+class AfterReply:
+    """What :func:`after_reply` decides; ``mailer.delivery.recording`` writes exactly this."""
+
+    status: MessageStatus
+    outcome: AttemptOutcome
+    recipients: dict[str, RecipientReply]  # the recipients whose row changes, and how
+    last_error: str = ""
+    next_attempt_at: datetime | None = None
+    wait_reason: str = ""
+    sent: bool = False  # stamp ``sent_at`` (if not stamped before)
+    pause_account: bool = False
+    throttle_until: datetime | None = None  # space out the account's attempts until then
+    lift_throttle: bool = False  # the provider accepted again: back to full speed
+    send_rest_now: bool = False  # the server took only some recipients per transaction
+
+
+def after_reply(
+    *,
+    decision: Decision | None,
+    replies: dict[str, RecipientReply],
+    before: dict[str, RecipientStatus | str],
+    first_attempt_at: datetime,
+    now: datetime,
+    recent_throttles: int = 0,
+) -> AfterReply:
+    """Decide what one attempt makes of the message.
+
+    ``decision`` is the message-level decision when the attempt ended in an error (else
+    None); ``replies`` is this attempt's word on each recipient it tried; ``before`` is
+    every recipient's status before the attempt; ``recent_throttles`` is how many times the
+    provider throttled the account within :func:`throttle_window` before this attempt
+    (asked only when :func:`throttled`).
+    """
+    status = {a: RecipientStatus(s) for a, s in before.items()}
+    status.update({a: r.status for a, r in replies.items() if a in status})
+    changed = {a: r for a, r in replies.items() if a in before}
+    waiting = [a for a, s in status.items() if s in _WAITING_RECIPIENT]
+    took = any(s is RecipientStatus.ACCEPTED for s in status.values())
+    took_now = any(r.status is RecipientStatus.ACCEPTED for r in changed.values())
+    error = words(decision, replies)
+    action = decision.action if decision is not None else None
+    if action is Action.UNKNOWN:
+        return AfterReply(MessageStatus.UNKNOWN, AttemptOutcome.UNKNOWN, changed, error)
+    if action is Action.PAUSE_ACCOUNT:
+        return AfterReply(
+            MessageStatus.DEFERRED, AttemptOutcome.PAUSED, changed, error, next_attempt_at=now,
+            wait_reason="The account is paused. " + error, pause_account=True,
+        )
+    if waiting and expired(first_attempt_at, now):
+        return _give_up(changed, waiting, took, error, first_attempt_at, now)
+    if waiting:
+        return _wait(changed, error, took_now, first_attempt_at, now,
+                     throttled(decision, replies), recent_throttles)
+    if took:
+        refused_any = any(s is RecipientStatus.FAILED for s in status.values())
+        return AfterReply(
+            MessageStatus.SENT,
+            AttemptOutcome.PARTIAL if refused_any else AttemptOutcome.SENT,
+            changed, error if refused_any else "", sent=True, lift_throttle=True,
+        )
+    return AfterReply(MessageStatus.FAILED, AttemptOutcome.FAILED, changed, error)
+
+
+def _give_up(
+    changed: dict[str, RecipientReply], waiting: list[str], took: bool, error: str,
+    first_attempt_at: datetime, now: datetime,
+) -> AfterReply:
+    """Past the maximum age: every recipient still waiting fails with its last reason."""
+    age = age_words(first_attempt_at, now)
+    changed = dict(changed)
+    for address in waiting:
+        last = changed.get(address, RecipientReply(RecipientStatus.DEFERRED))
+        changed[address] = replace(
+            last, status=RecipientStatus.FAILED, reason=f"Gave up after {age}: {last.reason}"
+        )
+    return AfterReply(
+        MessageStatus.SENT if took else MessageStatus.FAILED,
+        AttemptOutcome.PARTIAL if took else AttemptOutcome.FAILED,
+        changed, f"Gave up after {age}: {error}", sent=took,
+    )
+
+
+def _wait(
+    changed: dict[str, RecipientReply], error: str, took_now: bool,
+    first_attempt_at: datetime, now: datetime, slow_down: bool, recent: int,
+) -> AfterReply:
+    """Some recipients wait: when their next try is, and whether the account slows down."""
+    split = any(r.action is Action.SPLIT_RECIPIENTS for r in changed.values())
+    send_rest_now = split and took_now and not slow_down
+    at = now if send_rest_now else next_try(first_attempt_at, now)
+    until = now + throttle_delay(recent + 1) if slow_down else None
+    if until is not None:
+        at = max(at, until)
+    if slow_down:
+        outcome = AttemptOutcome.THROTTLED
+    else:
+        outcome = AttemptOutcome.PARTIAL if took_now else AttemptOutcome.DEFERRED
+    return AfterReply(
+        MessageStatus.DEFERRED, outcome, changed, error, next_attempt_at=at,
+        wait_reason="Waiting to retry: " + error, throttle_until=until,
+        send_rest_now=send_rest_now,
+    )
+
+
+def words(decision: Decision | None, replies: dict[str, RecipientReply]) -> str:
+    """The message's error in plain words, with the server's: recipients refused with their
+    own replies say more than the error does (some of them, or all: then the error itself
+    carries no reply)."""
+    if decision is not None and decision.code is not None:
+        return decision.reason[:5000]
+    own = [
+        f"{a}: {with_server_words(r.reason, r.code, r.enhanced, r.text)}"
+        for a, r in replies.items()
+        if r.status in (RecipientStatus.FAILED, RecipientStatus.DEFERRED)
+        and (r.code is not None or decision is None)
+    ]
+    if own or decision is None:
+        return "; ".join(own)[:5000]
+    return decision.reason[:5000]
+
+
+def age_words(first_queued_at: datetime, now: datetime) -> str:
+    """How long a message has waited, in words ("3 hour(s)")."""
+    secs = int((now - first_queued_at).total_seconds())
+    if secs >= 86400:
+        return f"{secs // 86400} day(s)"
+    if secs >= 3600:
+        return f"{secs // 3600} hour(s)"
+    return f"{max(secs // 60, 0)} minute(s)"

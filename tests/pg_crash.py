@@ -260,7 +260,9 @@ def _deliver(args) -> dict:
         # The end-of-data mark as it was before issue 12: its transaction committed with
         # synchronous_commit = off (the real mark runs inside, as a savepoint), and nothing
         # insisted on the flush.
-        durable_mark, update_rows = delivery._mark_end_of_data, delivery._update_rows
+        from mailer.delivery import attempt, rows
+
+        durable_mark, write = attempt.mark_end_of_data, rows.write
 
         def async_mark(*a, **kw):
             with transaction.atomic():
@@ -268,8 +270,8 @@ def _deliver(args) -> dict:
                     cur.execute("SET LOCAL synchronous_commit = off")
                 durable_mark(*a, **kw)
 
-        delivery._mark_end_of_data = async_mark
-        delivery._update_rows = lambda *updates, durable=False: update_rows(*updates)
+        attempt.mark_end_of_data = async_mark
+        rows.write = lambda *updates, durable=False: write(*updates)
     return {"outcomes": delivery.drain(args.message)}
 
 

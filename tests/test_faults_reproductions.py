@@ -6,7 +6,7 @@ and the recording of the result, the outcome the worker knows for certain ("sent
 lost with the connection; the lease later expires after ``end_of_data_at`` and the
 message becomes ``unknown`` although the server took it — and a user who then presses
 "send again" sends it twice. (Measured: 20 of 200 messages in the full run.) Fixed: the
-worker reconnects and records the result it holds (``mailer.delivery._record_retrying``)."""
+worker reconnects and records the result it holds (``mailer.delivery.recording.record``)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from mailer import delivery
+from mailer.delivery import attempt as attempt_module
 from mailer.models import DeliveryAttempt, OutboxMessage
 from tests.conftest import require_service
 from tests.mailer.base import send
@@ -78,8 +79,8 @@ def test_a_worker_gone_mid_batch_leaves_each_message_retried_or_unknown_by_its_o
         # The doomed worker sends the first message, reaches the end of the data of the
         # second, and dies there; the last three were claimed but never started.
         first, second = batch[0], batch[1]
-        assert delivery._deliver_claimed(*first) == "sent"
-        delivery._mark_end_of_data(second[0].pk, second[1].attempt_id)
+        assert delivery.deliver_claimed(*first) == "sent"
+        attempt_module.mark_end_of_data(second[0].pk, second[1].attempt_id)
     with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
         woken = []
         report = delivery.sweep(enqueue=woken.append)
@@ -106,7 +107,7 @@ def test_a_batch_member_taken_over_while_it_waited_is_not_sent_by_the_slow_worke
     with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
         delivery.sweep(enqueue=lambda pk: None)
         assert delivery.deliver(msg.pk) == "sent"  # another worker took it over
-        assert delivery._deliver_claimed(*slow) == "lease_lost"
+        assert delivery.deliver_claimed(*slow) == "lease_lost"
     assert server.per_message_id() == {msg.message_id: 1}
 
 

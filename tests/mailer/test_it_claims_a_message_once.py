@@ -9,7 +9,7 @@ def test_it_lets_only_one_claim_win(owner, account):
     second = delivery.claim(msg.pk, worker="w2")
 
     assert first is not None and second is None
-    claimed, attempt = first
+    claimed, attempt, _ = first
     assert claimed.status == "sending" and claimed.claimed_by == "w1"
     assert claimed.attempt_id == attempt.attempt_id and claimed.lease_until > claimed.last_attempt_at
     # The attempt row exists before any network traffic (evidence if the worker dies).

@@ -4,15 +4,16 @@ import time_machine
 from django.utils import timezone
 
 from mailer import delivery, services
+from mailer.delivery import attempt as attempt_module
 from mailer.models import DeliveryAttempt
 from tests.mailer.base import send
 
 
 def _claim_and_vanish(msg, *, after_end_of_data: bool):
     """A worker claims the message and dies (before or after the end of the data)."""
-    claimed, attempt = delivery.claim(msg.pk, worker="doomed")
+    claimed, attempt, _ = delivery.claim(msg.pk, worker="doomed")
     if after_end_of_data:
-        delivery._mark_end_of_data(msg.pk, attempt.attempt_id)
+        attempt_module.mark_end_of_data(msg.pk, attempt.attempt_id)
     return attempt
 
 
@@ -67,15 +68,15 @@ def test_it_does_not_send_when_the_lease_was_lost_before_the_end_of_data(owner, 
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
-        _, attempt = delivery.claim(msg.pk, worker="slow")
+        _, attempt, _ = delivery.claim(msg.pk, worker="slow")
     # The slow worker's lease ran out and another worker took the message over.
     with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
         delivery.sweep(enqueue=lambda pk: None)
-        _, attempt2 = delivery.claim(msg.pk, worker="fresh")
+        _, attempt2, _ = delivery.claim(msg.pk, worker="fresh")
         assert attempt2.attempt_id != attempt.attempt_id
         # The slow worker reaches its end of data now: it must stop and record nothing.
         try:
-            delivery._mark_end_of_data(msg.pk, attempt.attempt_id)
+            attempt_module.mark_end_of_data(msg.pk, attempt.attempt_id)
         except delivery.LeaseLost:
             pass
         else:

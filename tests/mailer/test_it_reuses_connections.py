@@ -93,17 +93,17 @@ def test_an_edit_mid_batch_retires_the_cached_connection(owner, smtp_server_fact
         send(owner, account, subject=f"n{i}", hold_seconds=0)
     batch = delivery.claim_batch(account.pk, limit=10)
     assert len(batch) == 3
-    outcomes = [delivery._deliver_claimed(*batch[0])]
+    outcomes = [delivery.deliver_claimed(*batch[0])]
 
     edited = SmtpAccount.objects.get(pk=account.pk)  # another process's edit (the web page)
     edited.set_secret("new secret")
     edited.save()
     accounts["alice"] = "new secret"  # the server now takes only the new one
-    outcomes.append(delivery._deliver_claimed(*batch[1]))
+    outcomes.append(delivery.deliver_claimed(*batch[1]))
 
     edited.auth_mechanism = "login"
     edited.save()
-    outcomes.append(delivery._deliver_claimed(*batch[2]))
+    outcomes.append(delivery.deliver_claimed(*batch[2]))
 
     assert outcomes == ["sent"] * 3
     assert server.handler.login_attempts == [("PLAIN", "alice"), ("PLAIN", "alice"),

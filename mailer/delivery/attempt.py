@@ -1,0 +1,161 @@
+"""One delivery attempt over SMTP: connect (or reuse), send, mark, read the reply.
+
+No transaction is open while the client talks. Right before the final chunk of the data
+goes out, the client calls :func:`mark_end_of_data`, which stamps ``end_of_data_at`` on the
+attempt in a durable commit and renews the lease. From then on a lost worker, a lost
+connection or a crashed database means "outcome unknown", never a blind resend; a worker
+that has lost its lease stops there, so the message is not sent twice.
+
+What the attempt learned comes back as a :class:`Result` — each recipient's
+``policy.RecipientReply``, or the error and the message-level decision — for
+``recording`` to write. The meaning of every reply is ``mailer.policy``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from mailer import policy
+from mailer.delivery import rows
+from mailer.delivery.cache import connections
+from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
+
+log = logging.getLogger("mailer.delivery")
+
+Status = OutboxMessage.Status
+
+
+class LeaseLost(Exception):
+    """Our claim on the message was taken over (lease expired and reclaimed)."""
+
+
+@dataclass
+class Result:
+    """What one attempt learned, before it is written."""
+
+    decision: policy.Decision | None = None  # the message-level decision, after an error
+    error: BaseException | None = None
+    recipients: dict[str, policy.RecipientReply] = field(default_factory=dict)
+    reply: object | None = None  # the server's final reply (or the error's)
+    transcript: list[str] = field(default_factory=list)
+    lease_lost: bool = False
+    reused: bool = False  # sent over a cached connection
+
+
+def mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
+    """Called by the SMTP client right before the final chunk: from here on a lost worker
+    (or a crashed database) means "outcome unknown". The commit is durable and returns
+    before the final chunk is written, so the mark is on disk whenever the server may have
+    the message. Also renews the lease, and stops if we no longer hold it."""
+    now = timezone.now()
+    held = rows.write(
+        rows.Update(
+            OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
+            {"lease_until": now + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS)},
+        ),
+        rows.Update(DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now}),
+        durable=True,
+    )
+    if not held:
+        raise LeaseLost(f"message {message_id}: lease lost before the end of data")
+
+
+def deleted_account(pending: list[Recipient]) -> Result:
+    """The account was deleted while the message waited: it fails, saying what to do."""
+    text = ("The account this message was to be sent from has been deleted. Edit the "
+            "message as a new draft and choose another account.")
+    decision = policy.Decision(policy.Action.FAIL_MESSAGE, text, "account-deleted", plain=text)
+    replies = policy.after_error(decision, [r.address for r in pending], {})
+    return Result(decision, recipients=replies)
+
+
+def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
+         pending: list[Recipient]) -> Result:
+    """Send the frozen message to the pending recipients over a cached or new connection."""
+    from mailer.smtp import errors as smtp_errors
+
+    marker = _Marker(message.pk, attempt.attempt_id)
+    client = None
+    try:
+        for fresh in (False, True):
+            client, reused = connections.acquire(account)
+            _clear_transcript(client)
+            client.end_of_data_hook = marker
+            try:
+                with message.eml.open("rb") as fh:
+                    sent = client.send(message.envelope_from, [r.address for r in pending], fh,
+                                       size_hint=message.size)
+                break
+            except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
+                # A cached connection the server had closed (it was not checked with NOOP):
+                # nothing of the data left (no end-of-data mark), so try once more on a new one.
+                if fresh or not reused or marker.marked or marker.lease_lost:
+                    raise
+                log.info("delivery entry=%s cached connection was dead (%s); reconnecting",
+                         message.pk, exc)
+                client.end_of_data_hook = None
+                client.close()
+                client = None
+    except Exception as exc:
+        return _failed(exc, client, marker, message, account, pending)
+    assert client is not None  # the loop either sent (break) or raised
+    client.end_of_data_hook = None
+    result = Result(reply=sent.data_reply, transcript=list(client.transcript or []), reused=reused)
+    connections.release(account, client)
+    for r in sent.recipients:
+        result.recipients[r.address] = (
+            policy.accepted(sent.data_reply or r.reply) if r.accepted else policy.refused(r.reply)
+        )
+    return result
+
+
+class _Marker:
+    """The client's end-of-data hook: the mark, and whether it was made or refused."""
+
+    def __init__(self, message_id: int, attempt_id: uuid.UUID) -> None:
+        self.message_id, self.attempt_id = message_id, attempt_id
+        self.marked = self.lease_lost = False
+
+    def __call__(self) -> None:
+        try:
+            mark_end_of_data(self.message_id, self.attempt_id)
+            self.marked = True
+        except LeaseLost:
+            self.lease_lost = True
+            raise
+
+
+def _failed(exc: BaseException, client, marker: _Marker, message, account, pending) -> Result:
+    from mailer.smtp import errors as smtp_errors
+
+    transcript = list(getattr(client, "transcript", None) or []) if client else []
+    if client is not None:
+        client.end_of_data_hook = None
+        client.close()
+    if marker.lease_lost or isinstance(exc, LeaseLost):
+        return Result(error=exc, transcript=transcript, lease_lost=True)
+    if not isinstance(exc, smtp_errors.SMTPError | OSError):
+        log.exception("delivery entry=%s unexpected error", message.pk)
+    caps = account.capabilities if isinstance(account.capabilities, dict) else {}
+    decision = policy.classify_attempt_error(exc, limit=caps.get("size"))
+    # Per-recipient replies, when the server refused some at RCPT (all refused, or the
+    # data refused after some were taken).
+    sent = getattr(exc, "result", None)
+    refused = {r.address: r.reply for r in sent.recipients if not r.accepted} if sent else {}
+    replies = policy.after_error(decision, [r.address for r in pending], refused)
+    return Result(decision, exc, replies, getattr(exc, "reply", None), transcript)
+
+
+def _clear_transcript(client) -> None:
+    # A reused connection's transcript holds earlier messages; each attempt keeps its own
+    # (and its own size budget).
+    client.transcript = []
+    if hasattr(client, "_transcript_size"):
+        client._transcript_size = 0
+        client._transcript_full = False

@@ -1,0 +1,114 @@
+"""What a worker does with a wake-up: claim, attempt, record — for one message or for the
+due mail of its account (``drain``, the Celery task's body)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.utils import timezone
+
+from mailer import quotas
+from mailer.delivery import attempt as attempts
+from mailer.delivery.claiming import claim, claim_batch, give_back
+from mailer.delivery.recording import record, release_for_quota
+from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
+
+log = logging.getLogger("mailer.delivery")
+
+Outcome = DeliveryAttempt.Outcome
+
+# Outcomes after which the rest of a batch is not sent now: the account is paused,
+# throttled or out of quota, and its other mail must wait as well.
+_STOP_BATCH = {"quota", Outcome.PAUSED.value, Outcome.THROTTLED.value}
+
+
+def deliver(message_id: int) -> str | None:
+    """One delivery attempt for one message. Returns the attempt's outcome, or None if the
+    message was not claimable (not due, taken by another worker, finished)."""
+    claimed = claim(message_id)
+    if claimed is None:
+        log.debug("delivery entry=%s not claimable", message_id)
+        return None
+    return deliver_claimed(*claimed)
+
+
+def deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt,
+                    recipients: list[Recipient]) -> str:
+    """Attempt a claimed message and record what happened; return the outcome. The
+    attempt goes to the recipients still waiting (never those that accepted or failed)."""
+    started = time.monotonic()
+    account = message.account
+    pending = [r for r in recipients if r.status in Recipient.RETRY_STATUSES]
+    if account is None:
+        result = attempts.deleted_account(pending)
+    elif not pending:
+        result = attempts.Result()
+    else:
+        # The account's sending quota, across all workers: None is "send now".
+        not_before = quotas.reserve(account)
+        if not_before is not None and not_before > timezone.now():
+            release_for_quota(message, attempt, not_before)
+            _log(message, account, "quota", started)
+            return "quota"
+        result = attempts.send(message, attempt, account, pending)
+    outcome = record(message, attempt, account, result, recipients)
+    _log(message, account, outcome, started)
+    return outcome
+
+
+def drain(message_id: int, *, worker: str | None = None) -> list[str]:
+    """The Celery task's body: deliver ``message_id`` and the rest of its account's due mail,
+    claimed in batches (``claim_batch``), until none is due or ``MAILROOM_DRAIN_SECONDS``
+    have passed (the sweeper and the other wake-ups carry on from there). Returns the
+    outcomes, in order."""
+    account_id = OutboxMessage.objects.filter(pk=message_id).values_list(
+        "account_id", flat=True).first()
+    if account_id is None:
+        # Not there any more, or its account was deleted: claimed by id, failed with a
+        # clear reason.
+        outcome = deliver(message_id)
+        return [] if outcome is None else [outcome]
+    _gather(account_id)
+    stop_at = time.monotonic() + float(settings.MAILROOM_DRAIN_SECONDS)
+    outcomes: list[str] = []
+    while True:
+        if time.monotonic() >= stop_at:
+            # Time is up with mail perhaps left: its sends may have rung for this drain
+            # only (their wake-ups coalesced), so ring once more for the rest.
+            from mailer import tasks
+
+            tasks.publish(message_id, account_id=account_id)
+            return outcomes
+        batch = claim_batch(account_id, limit=settings.MAILROOM_CLAIM_BATCH, worker=worker)
+        if not batch:
+            return outcomes
+        for n, claimed in enumerate(batch):
+            outcome = deliver_claimed(*claimed)
+            outcomes.append(outcome)
+            if outcome in _STOP_BATCH:
+                give_back([c.attempt for c in batch[n + 1:]])
+                return outcomes
+
+
+def _gather(account_id: int) -> None:
+    """Woken through the account's flag: let the mail sent in the next moments join this
+    batch. Their sends see the flag still raised and ring no more, and one wake-up carries
+    them all (a burst of sends would otherwise wake a worker per message, each paying the
+    task, the claim and the final empty claim for one message). Other wake-ups (the
+    sweeper's, or every send's without Redis) do not wait: nothing gathers behind them.
+    The flag is lowered before the first claim: a send committed from then on rings again
+    (``tasks.publish``)."""
+    from mailer import tasks
+
+    if tasks.flag_raised(account_id):
+        time.sleep(float(settings.MAILROOM_DRAIN_GATHER_SECONDS))
+    tasks.lower_flag(account_id)
+
+
+def _log(message, account, outcome, started) -> None:
+    log.info(
+        "delivery entry=%s account=%s outcome=%s seconds=%.3f",
+        message.pk, account.pk if account else None, outcome, time.monotonic() - started,
+    )
