@@ -27,8 +27,15 @@ from email_validator import EmailNotValidError, validate_email
 from mailer.validators import control_character, has_line_break
 
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
-FIELD_NAMES = {"to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
-               "subject": "Subject", "from_address": "From", "from_name": "From name"}
+FIELD_NAMES = {
+    "to": "To",
+    "cc": "Cc",
+    "bcc": "Bcc",
+    "reply_to": "Reply-To",
+    "subject": "Subject",
+    "from_address": "From",
+    "from_name": "From name",
+}
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -220,7 +227,11 @@ def _message_id_domain(address: str) -> str:
 
 def _cte(text: str) -> str:
     # Quoted-printable keeps non-ASCII text 7-bit clean, so no server needs 8BITMIME.
-    return "7bit" if text.isascii() and all(len(x) <= 998 for x in text.splitlines()) else "quoted-printable"
+    return (
+        "7bit"
+        if text.isascii() and all(len(x) <= 998 for x in text.splitlines())
+        else "quoted-printable"
+    )
 
 
 def _add_attachment(msg: EmailMessage, data: bytes, filename: str, content_type: str) -> None:
@@ -248,6 +259,54 @@ def build_message(
 ) -> FrozenMessage:
     """Freeze the given fields into a message. ``attachments`` holds
     (filename, content type, bytes). Raises ``ValidationError`` with per-field messages."""
+    parsed, sender, sender_utf8 = _checked_fields(
+        account, to, cc, bcc, reply_to, subject, [name for name, _, _ in attachments]
+    )
+    smtputf8 = sender_utf8 or any(a.smtputf8 for lst in parsed.values() for a in lst)
+    # SMTPUTF8 (RFC 6532) lets headers carry raw UTF-8; otherwise RFC 2047 encoded words.
+    pol = _POLICY_SMTPUTF8 if smtputf8 else _POLICY_SMTP
+    msg = EmailMessage(policy=pol)
+    msg["From"] = _address_header(
+        pol, "From", (ParsedAddress(account.from_name, sender, sender_utf8),)
+    )
+    for key, name in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
+        if parsed[key]:
+            msg[name] = _address_header(pol, name, tuple(parsed[key]))
+    msg["Subject"] = subject
+    # A datetime, not its text: the header formats it with format_datetime either way, and
+    # is spared parsing the text back.
+    msg["Date"] = date or timezone.now()
+    msg["Message-ID"] = message_id or make_msgid(domain=_message_id_domain(sender))
+    msg.set_content(body_text or "", cte=_cte(body_text or ""))
+    if body_html:
+        msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
+    for name, ctype, data in attachments:
+        _add_attachment(msg, data, name, ctype)
+
+    to_display = ", ".join(a.display_name or a.address for a in parsed["to"] + parsed["cc"])
+    return FrozenMessage(
+        eml=msg.as_bytes(policy=pol),
+        message_id=msg["Message-ID"],
+        envelope_from=sender,
+        recipients=_envelope_recipients(parsed),
+        subject=subject,
+        to_display=to_display,
+        smtputf8=smtputf8,
+        attachment_count=len(attachments),
+    )
+
+
+def _checked_fields(
+    account,
+    to: str,
+    cc: str,
+    bcc: str,
+    reply_to: str,
+    subject: str,
+    attachment_names: list[str],
+) -> tuple[dict[str, list[ParsedAddress]], str, bool]:
+    """Every field checked at once (all errors, per field): the parsed address lists, the
+    sender and whether it needs SMTPUTF8. Raises ``ValidationError``."""
     errors: dict[str, list[str]] = {}
     parsed = {
         "to": parse_address_list(to, "to", errors),
@@ -265,7 +324,7 @@ def build_message(
             f"Fix it in the account settings."
         )
         sender, sender_utf8 = "", False
-    for name, _, _ in attachments:
+    for name in attachment_names:
         if has_line_break(name) or control_character(name):
             shown = "".join(c if c.isprintable() else "?" for c in name.strip())
             errors.setdefault("attachments", []).append(
@@ -276,26 +335,11 @@ def build_message(
         errors.setdefault("to", []).append("Add at least one recipient (To, Cc or Bcc).")
     if errors:
         raise ValidationError(errors)
+    return parsed, sender, sender_utf8
 
-    smtputf8 = sender_utf8 or any(a.smtputf8 for lst in parsed.values() for a in lst)
-    # SMTPUTF8 (RFC 6532) lets headers carry raw UTF-8; otherwise RFC 2047 encoded words.
-    pol = _POLICY_SMTPUTF8 if smtputf8 else _POLICY_SMTP
-    msg = EmailMessage(policy=pol)
-    msg["From"] = _address_header(pol, "From", (ParsedAddress(account.from_name, sender, sender_utf8),))
-    for key, name in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
-        if parsed[key]:
-            msg[name] = _address_header(pol, name, tuple(parsed[key]))
-    msg["Subject"] = subject
-    # A datetime, not its text: the header formats it with format_datetime either way, and
-    # is spared parsing the text back.
-    msg["Date"] = date or timezone.now()
-    msg["Message-ID"] = message_id or make_msgid(domain=_message_id_domain(sender))
-    msg.set_content(body_text or "", cte=_cte(body_text or ""))
-    if body_html:
-        msg.add_alternative(body_html, subtype="html", cte=_cte(body_html))
-    for name, ctype, data in attachments:
-        _add_attachment(msg, data, name, ctype)
 
+def _envelope_recipients(parsed: dict[str, list[ParsedAddress]]) -> list[tuple[str, str]]:
+    """(address, kind) for To, then Cc, then Bcc, each address once (case-insensitively)."""
     recipients: list[tuple[str, str]] = []
     seen: set[str] = set()
     for kind in ("to", "cc", "bcc"):
@@ -303,17 +347,7 @@ def build_message(
             if a.address.lower() not in seen:
                 seen.add(a.address.lower())
                 recipients.append((a.address, kind))
-    to_display = ", ".join(a.display_name or a.address for a in parsed["to"] + parsed["cc"])
-    return FrozenMessage(
-        eml=msg.as_bytes(policy=pol),
-        message_id=msg["Message-ID"],
-        envelope_from=sender,
-        recipients=recipients,
-        subject=subject,
-        to_display=to_display,
-        smtputf8=smtputf8,
-        attachment_count=len(attachments),
-    )
+    return recipients
 
 
 def build_from_draft(draft, *, date: datetime | None = None) -> FrozenMessage:

@@ -123,13 +123,29 @@ def send_draft(
     # Refuse now what the account's server would refuse (its capability snapshot).
     precheck.check_message(account, frozen)
 
+    message = _outbox_message(user, draft, frozen, now, hold_seconds, send_at)
+    _store(message, draft, frozen)
+    draft.pk = None  # consumed, as Model.delete() leaves it
+    return message
+
+
+def _outbox_message(
+    user,
+    draft: Draft,
+    frozen: mime.FrozenMessage,
+    now: datetime,
+    hold_seconds: int,
+    send_at: datetime | None,
+) -> OutboxMessage:
+    """The unsaved OutboxMessage for a frozen draft: due after the undo window and at
+    ``send_at``; waiting at once if its account is paused."""
+    account = draft.account
     hold_until = now + timedelta(seconds=hold_seconds) if hold_seconds else None
     due = max(t for t in (now, hold_until, send_at) if t is not None)
-    status = Status.SCHEDULED if due > now else Status.QUEUED
-    message = OutboxMessage(
+    return OutboxMessage(
         owner=user,
         account=account,
-        status=status,
+        status=Status.SCHEDULED if due > now else Status.QUEUED,
         size=len(frozen.eml),
         envelope_from=frozen.envelope_from,
         message_id=frozen.message_id,
@@ -141,8 +157,14 @@ def send_draft(
         source_draft=_draft_snapshot(draft),
         # Mail of a paused account waits (it is not claimed) until the account is fixed.
         wait_reason=f"The account is paused. {account.paused_reason}".strip()[:500]
-        if account.paused_at is not None else "",
+        if account.paused_at is not None
+        else "",
     )
+
+
+def _store(message: OutboxMessage, draft: Draft, frozen: mime.FrozenMessage) -> None:
+    """Save the message, its recipients and attachments and consume the draft, in one
+    transaction; wake a worker on commit if it is due now."""
     message.eml.save("message.eml", ContentFile(frozen.eml), save=False)
     try:
         with transaction.atomic():
@@ -159,19 +181,21 @@ def send_draft(
                     "This draft has already been sent or deleted, so it was not sent again. "
                     "Look for it in the outbox."
                 )
-            if status == Status.QUEUED:
-                _enqueue(message.pk, account.pk)
+            if message.status == Status.QUEUED:
+                _enqueue(message.pk, message.account_id)
     except (IntegrityError, ActionNotAllowed) as exc:
         # Rolled back for certain: the stored file belongs to no message.
         message.eml.delete(save=False)
         if isinstance(exc, IntegrityError) and Attachment.objects.filter(draft=draft).exists():
-            raise ValidationError({"attachments": [
-                "An attachment was added to this draft while it was being sent, so nothing "
-                "was sent. Check the draft and send it again."
-            ]}) from exc
+            raise ValidationError(
+                {
+                    "attachments": [
+                        "An attachment was added to this draft while it was being sent, so nothing "
+                        "was sent. Check the draft and send it again."
+                    ]
+                }
+            ) from exc
         raise
-    draft.pk = None  # consumed, as Model.delete() leaves it
-    return message
 
 
 def _draft_from_snapshot(user, message: OutboxMessage) -> Draft:
@@ -220,31 +244,42 @@ def undo_send(user, message: OutboxMessage) -> Draft:
 def cancel(user, message: OutboxMessage) -> OutboxMessage:
     """Cancel a message that has not been sent yet (queued, scheduled or deferred)."""
     _own(user, message)
-    done = OutboxMessage.objects.filter(pk=message.pk, status__in=OutboxMessage.PENDING_STATUSES).update(
-        status=Status.CANCELLED, next_attempt_at=None, wait_reason=""
-    )
+    done = OutboxMessage.objects.filter(
+        pk=message.pk, status__in=OutboxMessage.PENDING_STATUSES
+    ).update(status=Status.CANCELLED, next_attempt_at=None, wait_reason="")
     message.refresh_from_db()
     if not done:
         raise ActionNotAllowed(
             f"This message cannot be cancelled because it is {message.get_status_display().lower()}"
-            + (": a worker is handing it to the server right now." if message.status == Status.SENDING else ".")
+            + (
+                ": a worker is handing it to the server right now."
+                if message.status == Status.SENDING
+                else "."
+            )
         )
     return message
 
 
-def _requeue(message: OutboxMessage, from_statuses, recipient_statuses, reason: str) -> OutboxMessage:
+def _requeue(
+    message: OutboxMessage, from_statuses, recipient_statuses, reason: str
+) -> OutboxMessage:
     now = timezone.now()
     with transaction.atomic():
         done = OutboxMessage.objects.filter(pk=message.pk, status__in=from_statuses).update(
-            status=Status.QUEUED, next_attempt_at=now, first_attempt_at=None,
-            wait_reason="", hold_until=None,
+            status=Status.QUEUED,
+            next_attempt_at=now,
+            first_attempt_at=None,
+            wait_reason="",
+            hold_until=None,
         )
         if not done:
             message.refresh_from_db()
             hint = ""
             if message.status == Status.UNKNOWN:
                 hint = " Use “Resend” for a message whose outcome is unknown."
-            raise ActionNotAllowed(reason.format(status=message.get_status_display().lower()) + hint)
+            raise ActionNotAllowed(
+                reason.format(status=message.get_status_display().lower()) + hint
+            )
         message.recipients.filter(status__in=recipient_statuses).update(
             status=RStatus.PENDING, updated_at=now
         )
@@ -264,7 +299,9 @@ def retry_now(user, message: OutboxMessage, *, failed_only: bool = False) -> Out
             "it now. Fix its settings (saving them, or a connection test that succeeds, "
             "resumes it) and its waiting mail goes out."
         )
-    statuses = [RStatus.FAILED] if failed_only else [RStatus.FAILED, RStatus.DEFERRED, RStatus.PENDING]
+    statuses = (
+        [RStatus.FAILED] if failed_only else [RStatus.FAILED, RStatus.DEFERRED, RStatus.PENDING]
+    )
     if not message.recipients.filter(status__in=statuses).exists():
         raise ActionNotAllowed(
             "There is nobody left to retry: every recipient has already accepted this message"
@@ -283,7 +320,9 @@ def resend_unknown(user, message: OutboxMessage) -> OutboxMessage:
     accepts a possible duplicate). Same bytes, same Message-ID."""
     _own(user, message)
     return _requeue(
-        message, [Status.UNKNOWN], [RStatus.PENDING, RStatus.DEFERRED],
+        message,
+        [Status.UNKNOWN],
+        [RStatus.PENDING, RStatus.DEFERRED],
         "Only a message whose outcome is unknown can be resent; this one is {status}.",
     )
 
@@ -297,8 +336,7 @@ def edit_as_new_draft(user, message: OutboxMessage) -> Draft:
         draft.save(update_fields=["send_at"])
         for att in message.attachments.all():
             with att.file.open("rb") as fh:
-                attachments.add(draft, name=att.filename, content=fh,
-                                content_type=att.content_type)
+                attachments.add(draft, name=att.filename, content=fh, content_type=att.content_type)
     return draft
 
 
@@ -319,9 +357,7 @@ def add_account(user, account: SmtpAccount, *, make_default: bool = False) -> Sm
             SmtpAccount.objects.select_for_update().filter(owner=user, is_default=True).first()
         )
         account.is_default = (
-            make_default
-            or current is None
-            or (current.is_local_sink and not account.is_local_sink)
+            make_default or current is None or (current.is_local_sink and not account.is_local_sink)
         )
         if account.is_default and current is not None:
             SmtpAccount.objects.filter(owner=user, is_default=True).update(is_default=False)
@@ -347,9 +383,7 @@ def delete_account(user, account: SmtpAccount) -> SmtpAccount | None:
     Returns the new default (``None`` when the default did not change or none is left)."""
     _own(user, account)
     with transaction.atomic():
-        waiting = OutboxMessage.objects.filter(
-            account=account, status__in=WAITING_STATUSES
-        ).count()
+        waiting = OutboxMessage.objects.filter(account=account, status__in=WAITING_STATUSES).count()
         if waiting:
             raise ActionNotAllowed(
                 f"“{account.label}” still has {waiting} message(s) waiting to be sent. Cancel "
@@ -394,7 +428,8 @@ def _rate_limit(user) -> None:
     since = timezone.now() - timedelta(minutes=1)
     started = [
         *AccountCheck.objects.filter(owner=user, created_at__gt=since).values_list(
-            "created_at", flat=True),
+            "created_at", flat=True
+        ),
         *OutboxMessage.objects.filter(
             owner=user, subject=TEST_SUBJECT, created_at__gt=since
         ).values_list("created_at", flat=True),
@@ -436,8 +471,11 @@ def latest_check(user, account: SmtpAccount) -> AccountCheck | None:
     grace = timedelta(seconds=_CHECK_GRACE_SECONDS)
     if check.status == AccountCheck.Status.PENDING and now > check.created_at + deadline:
         _expire(check, AccountCheck.Status.PENDING, _NO_WORKER.format(deadline=_check_deadline()))
-    elif (check.status == AccountCheck.Status.RUNNING and check.started_at is not None
-          and now > check.started_at + deadline + grace):
+    elif (
+        check.status == AccountCheck.Status.RUNNING
+        and check.started_at is not None
+        and now > check.started_at + deadline + grace
+    ):
         _expire(check, AccountCheck.Status.RUNNING, _WORKER_LOST)
     return check
 
@@ -450,7 +488,11 @@ def _expire(check: AccountCheck, status: str, verdict: str) -> None:
         status=AccountCheck.Status.EXPIRED, ok=False, result=result, finished_at=now
     ):
         check.status, check.ok, check.result, check.finished_at = (
-            AccountCheck.Status.EXPIRED, False, result, now)
+            AccountCheck.Status.EXPIRED,
+            False,
+            result,
+            now,
+        )
     else:
         check.refresh_from_db()
 
@@ -461,7 +503,8 @@ def run_check(check_id: int) -> AccountCheck | None:
     its deadline because no worker came) is left alone; returns None then."""
     now = timezone.now()
     claimed = AccountCheck.objects.filter(
-        pk=check_id, status=AccountCheck.Status.PENDING,
+        pk=check_id,
+        status=AccountCheck.Status.PENDING,
         created_at__gt=now - timedelta(seconds=_check_deadline()),
     ).update(status=AccountCheck.Status.RUNNING, started_at=now)
     if not claimed:
@@ -532,10 +575,14 @@ def _timeout_verdict(account: SmtpAccount, phase: str, seconds: float) -> str:
         "(465 is for TLS, 587 for STARTTLS)."
     )
     if phase == "connect" and account.security != "tls":
-        return (f"{where} did not accept the connection within {seconds:.0f} s. Check the host "
-                "and port; a firewall may be blocking the connection.")
-    return (f"{where} did not finish the greeting, encryption and login within {seconds:.0f} s "
-            f"(it stopped answering during the {phase} step). {hint}")
+        return (
+            f"{where} did not accept the connection within {seconds:.0f} s. Check the host "
+            "and port; a firewall may be blocking the connection."
+        )
+    return (
+        f"{where} did not finish the greeting, encryption and login within {seconds:.0f} s "
+        f"(it stopped answering during the {phase} step). {hint}"
+    )
 
 
 def _check_verdict(exc) -> str:
@@ -653,17 +700,24 @@ def _phase(phase: str | None, enhanced: str | None, error_class: str | None) -> 
     return None
 
 
-def explain(code: int | None, enhanced: str | None, text: str | None,
-            error_class: str | None = None, *, phase: str | None = None,
-            server_words: bool = True) -> str:
+def explain(
+    code: int | None,
+    enhanced: str | None,
+    text: str | None,
+    error_class: str | None = None,
+    *,
+    phase: str | None = None,
+    server_words: bool = True,
+) -> str:
     """The plain-words reason for a server reply or a client error (``mailer.policy``
     decides), ending with the server's words unless ``server_words`` is False (for a page
     that shows them beside it). Without ``phase`` it is inferred from the error class or
     the enhanced code (550 5.1.1 is a recipient's mailbox that does not exist)."""
     from mailer import policy
 
-    decision = policy.classify(_phase(phase, enhanced, error_class), code, enhanced, text or "",
-                               error_class)
+    decision = policy.classify(
+        _phase(phase, enhanced, error_class), code, enhanced, text or "", error_class
+    )
     return decision.reason if server_words else decision.plain
 
 

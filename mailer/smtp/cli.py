@@ -84,7 +84,44 @@ def _dsn_notify(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False, allow_abbrev=False)
-    conn = common.add_argument_group("connection")
+    _add_connection_arguments(common.add_argument_group("connection"))
+    _add_auth_arguments(common.add_argument_group("authentication"))
+    out = common.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument(
+        "--transcript",
+        action="store_true",
+        help="show the SMTP dialogue (secrets are always redacted)",
+    )
+
+    parser = _Parser(
+        prog="python -m mailer.smtp",
+        description="Check an SMTP account, or send one message through it.",
+        epilog="Exit status: 0 all recipients accepted; 1 some refused; 2 nothing delivered, "
+        "try again later; 3 nothing delivered, permanent failure; 64 bad usage.",
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "check",
+        parents=[common],
+        allow_abbrev=False,
+        help="connect, negotiate TLS, log in, print the capabilities, QUIT",
+        description="Connect, negotiate TLS, log in, print the server's capabilities, QUIT.",
+    )
+    send = commands.add_parser(
+        "send",
+        parents=[common],
+        allow_abbrev=False,
+        help="send one message",
+        description="Send one message: an .eml file as it is, or one built from "
+        "--subject, --body and --attach.",
+    )
+    _add_send_arguments(send)
+    return parser
+
+
+def _add_connection_arguments(conn: argparse._ArgumentGroup) -> None:
     conn.add_argument(
         "--server",
         required=True,
@@ -129,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="timeout for sending the whole message (default 600 s)",
     )
-    auth = common.add_argument_group("authentication")
+
+
+def _add_auth_arguments(auth: argparse._ArgumentGroup) -> None:
     auth.add_argument("--user", metavar="U", help="log in as this user")
     source = auth.add_mutually_exclusive_group()
     source.add_argument(
@@ -158,37 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow logging in over an unencrypted connection (--security none)",
     )
-    out = common.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print one JSON object")
-    out.add_argument(
-        "--transcript",
-        action="store_true",
-        help="show the SMTP dialogue (secrets are always redacted)",
-    )
 
-    parser = _Parser(
-        prog="python -m mailer.smtp",
-        description="Check an SMTP account, or send one message through it.",
-        epilog="Exit status: 0 all recipients accepted; 1 some refused; 2 nothing delivered, "
-        "try again later; 3 nothing delivered, permanent failure; 64 bad usage.",
-        allow_abbrev=False,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
-        "check",
-        parents=[common],
-        allow_abbrev=False,
-        help="connect, negotiate TLS, log in, print the capabilities, QUIT",
-        description="Connect, negotiate TLS, log in, print the server's capabilities, QUIT.",
-    )
-    send = commands.add_parser(
-        "send",
-        parents=[common],
-        allow_abbrev=False,
-        help="send one message",
-        description="Send one message: an .eml file as it is, or one built from "
-        "--subject, --body and --attach.",
-    )
+
+def _add_send_arguments(send: argparse.ArgumentParser) -> None:
     envelope = send.add_argument_group("envelope")
     envelope.add_argument(
         "--from",
@@ -236,7 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="attach a file (type guessed from its name); repeat for more",
     )
-    return parser
 
 
 # --- turning arguments into client settings -------------------------------------------

@@ -91,6 +91,46 @@ def _address_literal(sock: socket.socket) -> str:
     return f"[IPv6:{addr}]" if ":" in addr else f"[{addr}]"
 
 
+def _check_send_args(
+    envelope_from: str,
+    rcpts: list[str],
+    dsn_notify: Iterable[str] | None,
+    dsn_ret: str | None,
+    envid: str | None,
+) -> list[str] | None:
+    """Refuse, before anything is sent, arguments no server could take; the DSN NOTIFY list."""
+    if not rcpts:
+        raise SMTPCommandArgumentError("A message needs at least one recipient.", phase="mail")
+    _check_arg(envelope_from, "sender address", "mail")
+    for rcpt in rcpts:
+        _check_arg(rcpt, "recipient address", "rcpt")
+        if not rcpt:
+            raise SMTPCommandArgumentError("A recipient address is empty.", phase="rcpt")
+    notify = [n.strip().upper() for n in dsn_notify] if dsn_notify is not None else None
+    if notify is not None and (
+        not notify or not set(notify) <= _DSN_NOTIFY or ("NEVER" in notify and len(notify) > 1)
+    ):
+        raise SMTPCommandArgumentError(
+            f"DSN NOTIFY must be NEVER or some of SUCCESS, FAILURE, DELAY; got {notify!r}.",
+            phase="rcpt",
+        )
+    if dsn_ret is not None and dsn_ret.upper() not in _DSN_RET:
+        raise SMTPCommandArgumentError(
+            f"DSN RET must be FULL or HDRS; got {dsn_ret!r}.", phase="mail"
+        )
+    if envid is not None:
+        _check_arg(envid, "DSN envelope id", "mail")
+    return notify
+
+
+def _check_ehlo_name(name: str) -> None:
+    _check_arg(name, "local host name", "ehlo")
+    if " " in name or not name or not name.isascii():
+        raise SMTPCommandArgumentError(
+            f"The local host name {name!r} is not a valid EHLO name.", phase="ehlo"
+        )
+
+
 def _check_arg(value: str, what: str, phase: str) -> None:
     """Refuse CR, LF and other control characters: they would end the command early and
     let the rest be read as a second command (command injection, RFC 5321 section 4.1.1)."""
@@ -240,12 +280,7 @@ class SMTPClient:
         self.port = int(port)
         self.security = Security(security)
         if local_hostname is not None:
-            _check_arg(local_hostname, "local host name", "ehlo")
-            if " " in local_hostname or not local_hostname or not local_hostname.isascii():
-                raise SMTPCommandArgumentError(
-                    f"The local host name {local_hostname!r} is not a valid EHLO name.",
-                    phase="ehlo",
-                )
+            _check_ehlo_name(local_hostname)
         self.local_hostname = local_hostname
         self.username = username
         self.secret = secret
@@ -354,31 +389,42 @@ class SMTPClient:
         :raises SMTPOutcomeUnknown: lost after the end of the data, before the final reply.
         """
         rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
-        if not rcpts:
-            raise SMTPCommandArgumentError("A message needs at least one recipient.", phase="mail")
-        _check_arg(envelope_from, "sender address", "mail")
-        for rcpt in rcpts:
-            _check_arg(rcpt, "recipient address", "rcpt")
-            if not rcpt:
-                raise SMTPCommandArgumentError("A recipient address is empty.", phase="rcpt")
-        notify = [n.strip().upper() for n in dsn_notify] if dsn_notify is not None else None
-        if notify is not None and (
-            not notify or not set(notify) <= _DSN_NOTIFY or ("NEVER" in notify and len(notify) > 1)
-        ):
-            raise SMTPCommandArgumentError(
-                f"DSN NOTIFY must be NEVER or some of SUCCESS, FAILURE, DELAY; got {notify!r}.",
-                phase="rcpt",
-            )
-        if dsn_ret is not None and dsn_ret.upper() not in _DSN_RET:
-            raise SMTPCommandArgumentError(
-                f"DSN RET must be FULL or HDRS; got {dsn_ret!r}.", phase="mail"
-            )
-        if envid is not None:
-            _check_arg(envid, "DSN envelope id", "mail")
+        notify = _check_send_args(envelope_from, rcpts, dsn_notify, dsn_ret, envid)
         caps = self._require_connection("mail")
+        size, eight, need_utf8 = self._body_type(
+            caps, message, size_hint, body_8bit, smtputf8, [envelope_from, *rcpts]
+        )
+        mail = f"MAIL FROM:<{envelope_from}>"
+        if caps.has("SIZE") and size is not None:
+            mail += f" SIZE={size}"
+        if eight and caps.eightbitmime:
+            mail += " BODY=8BITMIME"
+        if need_utf8:
+            mail += " SMTPUTF8"
+        if caps.dsn:
+            if dsn_ret is not None:
+                mail += f" RET={dsn_ret.upper()}"
+            if envid is not None:
+                mail += f" ENVID={_xtext(envid)}"
+        notify_param = f" NOTIFY={','.join(notify)}" if notify and caps.dsn else ""
+        rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}" for r in rcpts]
 
+        self._check_alive("mail")
+        return self._transaction(caps, envelope_from, rcpts, mail, rcpt_cmds, message)
+
+    def _body_type(
+        self,
+        caps: Capabilities,
+        message: bytes | BinaryIO,
+        size_hint: int | None,
+        body_8bit: bool | None,
+        smtputf8: bool | None,
+        addresses: list[str],
+    ) -> tuple[int | None, bool, bool]:
+        """(size, 8-bit body, needs SMTPUTF8) of a message, checked against what the server
+        offers: raises before anything is sent when the server cannot take it."""
         size, has_8bit, header_8bit = self._inspect(message, size_hint, body_8bit, smtputf8)
-        addresses_utf8 = not envelope_from.isascii() or any(not r.isascii() for r in rcpts)
+        addresses_utf8 = any(not a.isascii() for a in addresses)
         need_utf8 = smtputf8 if smtputf8 is not None else (addresses_utf8 or header_8bit)
         if addresses_utf8 and not need_utf8:
             raise SMTPCommandArgumentError(
@@ -410,24 +456,7 @@ class SMTPClient:
                 limit=caps.size,
                 phase="mail",
             )
-
-        mail = f"MAIL FROM:<{envelope_from}>"
-        if caps.has("SIZE") and size is not None:
-            mail += f" SIZE={size}"
-        if eight and caps.eightbitmime:
-            mail += " BODY=8BITMIME"
-        if need_utf8:
-            mail += " SMTPUTF8"
-        if caps.dsn:
-            if dsn_ret is not None:
-                mail += f" RET={dsn_ret.upper()}"
-            if envid is not None:
-                mail += f" ENVID={_xtext(envid)}"
-        notify_param = f" NOTIFY={','.join(notify)}" if notify and caps.dsn else ""
-        rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}" for r in rcpts]
-
-        self._check_alive("mail")
-        return self._transaction(caps, envelope_from, rcpts, mail, rcpt_cmds, message)
+        return size, eight, need_utf8
 
     def noop(self) -> bool:
         """Return True if the connection answers NOOP; False (and closed) if it is dead."""
@@ -834,7 +863,6 @@ class SMTPClient:
         rcpt_cmds: list[str],
         message: bytes | BinaryIO,
     ) -> SendResult:
-        result = SendResult()
         blocks = iter_blocks(message)
         chunking = caps.chunking
         encoder = DataEncoder(dot_stuff=not chunking)
@@ -860,6 +888,32 @@ class SMTPClient:
             replies = self._pipelined(commands, phases, final_write, len(first))
         else:
             replies = self._one_by_one(commands, phases)
+        result, last = self._envelope_result(sender, rcpts, replies)
+        if final_write is not None:
+            # The whole message (and its end) went out with the envelope.
+            assert last is not None
+            data_reply = last
+        elif chunking:
+            data_reply = self._stream_bdat(blocks, encoder, first, deadline, pipelining)
+        else:
+            assert last is not None
+            if last.code != SMTPStatus.START_INPUT:
+                self._reset_after_failure()
+                raise self._data_error(last, result, "data")
+            data_reply = self._stream_data(blocks, encoder, deadline)
+        result.data_reply = data_reply
+        if not 200 <= data_reply.code < 300:
+            self._reset_after_failure()
+            raise self._data_error(data_reply, result, "after-data")
+        return result
+
+    def _envelope_result(
+        self, sender: str, rcpts: list[str], replies: list[Reply]
+    ) -> tuple[SendResult, Reply | None]:
+        """The envelope's replies → the result so far and the reply after the last RCPT (to
+        DATA, or to a pipelined BDAT). Raises when the sender or every recipient was refused,
+        leaving the connection reset."""
+        result = SendResult()
         mail_reply = replies[0]
         rcpt_replies = replies[1 : 1 + len(rcpts)]
         last = replies[1 + len(rcpts)] if len(replies) > 1 + len(rcpts) else None
@@ -882,23 +936,7 @@ class SMTPClient:
                 result=result,
                 phase="rcpt",
             )
-        if final_write is not None:
-            # The whole message (and its end) went out with the envelope.
-            assert last is not None
-            data_reply = last
-        elif chunking:
-            data_reply = self._stream_bdat(blocks, encoder, first, deadline, pipelining)
-        else:
-            assert last is not None
-            if last.code != SMTPStatus.START_INPUT:
-                self._reset_after_failure()
-                raise self._data_error(last, result, "data")
-            data_reply = self._stream_data(blocks, encoder, deadline)
-        result.data_reply = data_reply
-        if not 200 <= data_reply.code < 300:
-            self._reset_after_failure()
-            raise self._data_error(data_reply, result, "after-data")
-        return result
+        return result, last
 
     def _first_chunk(self, blocks: Iterator[bytes], encoder: DataEncoder) -> tuple[bytes, bool]:
         """Encode the first block; tell whether it is the whole message (read-ahead)."""

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import SMTPProtocolError, SMTPServerDisconnected
+from .errors import SMTPError, SMTPProtocolError, SMTPServerDisconnected
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -169,23 +169,10 @@ def read_reply(
     code: int | None = None
     lines: list[str] = []
     total = 0
-    limit = max_line + 1
     while True:
-        raw = readline(limit)
+        raw = readline(max_line + 1)
         if raw[-1:] != b"\n":
-            if not raw:
-                raise SMTPServerDisconnected(
-                    "The server closed the connection unexpectedly.", phase=phase
-                )
-            if len(raw) > max_line:
-                raise SMTPProtocolError(
-                    f"The server sent a reply line longer than {max_line} bytes; "
-                    "it is not behaving like an SMTP server.",
-                    phase=phase,
-                )
-            raise SMTPServerDisconnected(
-                "The server closed the connection in the middle of a reply.", phase=phase
-            )
+            raise _unterminated(raw, max_line, phase)
         total += len(raw)
         if total > max_size or len(lines) >= max_lines:
             raise SMTPProtocolError(
@@ -193,36 +180,7 @@ def read_reply(
                 "it is not behaving like an SMTP server.",
                 phase=phase,
             )
-        # Reply-line = *( Reply-code "-" [ textstring ] CRLF )
-        #              Reply-code [ SP textstring ] CRLF         (RFC 5321 section 4.2)
-        end = len(raw) - (2 if raw[-2:-1] == b"\r" else 1)
-        head = raw[:3]
-        if not head.isdigit() or raw[0] not in b"2345" or end < 3:
-            if phase == "greeting":
-                # Not a mail server at all (SSH, HTTP, Redis, a database): say so without
-                # echoing its banner, which would make a probe of internal services out of
-                # the connection check.
-                raise SMTPProtocolError(
-                    "The server did not answer like a mail server. Check the host and port "
-                    "point at an SMTP server (mail submission is usually port 587 or 465).",
-                    phase=phase,
-                )
-            raise SMTPProtocolError(
-                f"The server sent something that is not an SMTP reply: {_preview(raw)}. "
-                "Check the host and port point at an SMTP server.",
-                phase=phase,
-            )
-        sep = raw[3:4]
-        if end > 3 and sep != b" " and sep != b"-":
-            raise SMTPProtocolError(
-                f"The server sent a malformed SMTP reply line: {_preview(raw)}.", phase=phase
-            )
-        body = raw[4:end]
-        text = body.decode("utf-8", errors="replace")
-        if _CONTROL_BYTES.search(body):
-            # No control characters may travel on into transcripts, logs or pages.
-            text = _CONTROL.sub("\ufffd", text)
-        line_code = int(head)
+        line_code, more, text = _parse_line(raw, phase)
         if code is None:
             code = line_code
         elif line_code != code:
@@ -231,8 +189,59 @@ def read_reply(
                 phase=phase,
             )
         lines.append(text)
-        if sep != b"-" or end == 3:
+        if not more:
             return Reply.from_lines(code, lines)
+
+
+def _unterminated(raw: bytes, max_line: int, phase: str) -> SMTPError:
+    """The error for a line that does not end in LF: end of stream, or a line too long."""
+    if not raw:
+        return SMTPServerDisconnected("The server closed the connection unexpectedly.", phase=phase)
+    if len(raw) > max_line:
+        return SMTPProtocolError(
+            f"The server sent a reply line longer than {max_line} bytes; "
+            "it is not behaving like an SMTP server.",
+            phase=phase,
+        )
+    return SMTPServerDisconnected(
+        "The server closed the connection in the middle of a reply.", phase=phase
+    )
+
+
+def _parse_line(raw: bytes, phase: str) -> tuple[int, bool, str]:
+    """One reply line (ending in LF) → (code, whether more lines follow, text).
+
+    Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+                 Reply-code [ SP textstring ] CRLF         (RFC 5321 section 4.2)
+    """
+    end = len(raw) - (2 if raw[-2:-1] == b"\r" else 1)
+    head = raw[:3]
+    if not head.isdigit() or raw[0] not in b"2345" or end < 3:
+        if phase == "greeting":
+            # Not a mail server at all (SSH, HTTP, Redis, a database): say so without
+            # echoing its banner, which would make a probe of internal services out of
+            # the connection check.
+            raise SMTPProtocolError(
+                "The server did not answer like a mail server. Check the host and port "
+                "point at an SMTP server (mail submission is usually port 587 or 465).",
+                phase=phase,
+            )
+        raise SMTPProtocolError(
+            f"The server sent something that is not an SMTP reply: {_preview(raw)}. "
+            "Check the host and port point at an SMTP server.",
+            phase=phase,
+        )
+    sep = raw[3:4]
+    if end > 3 and sep != b" " and sep != b"-":
+        raise SMTPProtocolError(
+            f"The server sent a malformed SMTP reply line: {_preview(raw)}.", phase=phase
+        )
+    body = raw[4:end]
+    text = body.decode("utf-8", errors="replace")
+    if _CONTROL_BYTES.search(body):
+        # No control characters may travel on into transcripts, logs or pages.
+        text = _CONTROL.sub("\ufffd", text)
+    return int(head), sep == b"-" and end > 3, text
 
 
 @dataclass

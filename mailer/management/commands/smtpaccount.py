@@ -30,61 +30,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-        add = sub.add_parser("add", help="add an account")
-        add.add_argument("--user", required=True, help="the owner's username")
-        add.add_argument("--label", required=True, help="a name for the account, unique per user")
-        add.add_argument(
-            "--preset",
-            choices=sorted(presets.PRESETS),
-            help="fill host, port, security, login method and quotas for a known provider",
-        )
-        add.add_argument("--host", help="SMTP server host name")
-        add.add_argument(
-            "--port", type=int, help="port (default: 465 for tls, 587 for starttls, 25 for none)"
-        )
-        add.add_argument(
-            "--security", choices=list(DEFAULT_PORTS), help="none, starttls (default) or tls"
-        )
-        add.add_argument("--username", default="", help="login name")
-        add.add_argument(
-            "--password-env",
-            metavar="VAR",
-            help="read the password (or OAuth2 token) from this environment variable",
-        )
-        add.add_argument(
-            "--password-file",
-            metavar="FILE",
-            help="read the password (or OAuth2 token) from this file",
-        )
-        add.add_argument(
-            "--auth",
-            choices=list(AUTH_CHOICES),
-            help="login method (default auto; none = no login)",
-        )
-        add.add_argument(
-            "--allow-plaintext-auth",
-            action="store_true",
-            help="allow the login over an unencrypted connection",
-        )
-        add.add_argument("--from-address", required=True, help="the From address")
-        add.add_argument("--from-name", default="", help="the From display name")
-        add.add_argument("--reply-to", default="", help="a default Reply-To address")
-        add.add_argument(
-            "--cafile", metavar="PEM", help="trust this CA certificate (PEM file) for the server"
-        )
-        add.add_argument(
-            "--insecure",
-            action="store_true",
-            help="do not verify the server's certificate (only on a network you trust)",
-        )
-        add.add_argument("--rate", type=int, metavar="N", help="send at most N messages a minute")
-        add.add_argument(
-            "--per-hour", type=int, metavar="N", help="send at most N messages an hour"
-        )
-        add.add_argument("--per-day", type=int, metavar="N", help="send at most N messages a day")
-        add.add_argument(
-            "--default", action="store_true", help="make it the user's default account"
-        )
+        _add_arguments_for_add(sub.add_parser("add", help="add an account"))
 
         lst = sub.add_parser("list", help="list accounts")
         lst.add_argument("--user", help="only this user's accounts")
@@ -108,74 +54,10 @@ class Command(BaseCommand):
 
     def _add(self, opts) -> None:
         user = get_user(opts["user"])
-        fields: dict[str, object] = {}
-        if opts["preset"]:
-            fields.update(presets.PRESETS[opts["preset"]].account_fields())
-        security = opts["security"] or fields.get("security") or "starttls"
-        if opts["port"]:
-            port = opts["port"]
-        elif opts["preset"] and not opts["security"]:
-            port = fields["port"]
-        else:
-            port = DEFAULT_PORTS[security]
-        fields.update(
-            owner=user,
-            label=opts["label"],
-            host=opts["host"] or fields.get("host"),
-            port=port,
-            security=security,
-            username=opts["username"],
-            from_address=opts["from_address"],
-            from_name=opts["from_name"],
-            reply_to=opts["reply_to"],
-        )
-        if not fields["host"]:
-            raise CommandError("Say which server to send through with --host (or use --preset).")
-        if opts["auth"]:
-            fields["auth_mechanism"] = AUTH_CHOICES[opts["auth"]]
-        if opts["allow_plaintext_auth"]:
-            fields["allow_plaintext_auth"] = True
-        if opts["insecure"]:
-            fields["verify_tls"] = False
-        if opts["cafile"]:
-            fields["ca_certificate"] = _read_pem(opts["cafile"])
-        for opt, field in (
-            ("rate", "quota_per_minute"),
-            ("per_hour", "quota_per_hour"),
-            ("per_day", "quota_per_day"),
-        ):
-            if opts[opt] is not None:
-                if opts[opt] < 1:
-                    raise CommandError(
-                        f"--{opt.replace('_', '-')} must be at least 1 (leave it out for no limit)."
-                    )
-                fields[field] = opts[opt]
-
-        try:
-            mime.validate_address(opts["from_address"])
-        except EmailNotValidError as exc:
-            raise CommandError(
-                f"--from-address {opts['from_address']!r} is not a valid address: {exc}"
-            ) from None
-        if security == "none" and opts["username"] and not opts["allow_plaintext_auth"]:
-            raise CommandError(
-                "With --security none the password would cross the network in clear. Use "
-                "starttls or tls, or add --allow-plaintext-auth for a server on a trusted network."
-            )
-
-        secret = read_secret(opts["password_env"], opts["password_file"])
-        logs_in = fields.get("auth_mechanism", "auto") != "none"
-        if secret and not opts["username"]:
-            raise CommandError("A password was given but no --username to log in with.")
-        if opts["username"] and logs_in and not secret:
-            raise CommandError(
-                "The account logs in as "
-                f"{opts['username']!r} but has no password: give it with --password-env VAR "
-                "or --password-file FILE (or --auth none for a server that needs no login)."
-            )
-
+        fields = _account_fields(opts, user)
+        secret = _checked_login(opts, fields)
         account = SmtpAccount(**fields)
-        account.set_secret(secret or "")
+        account.set_secret(secret)
         try:
             account.full_clean(validate_constraints=False)
             services.add_account(user, account, make_default=opts["default"])
@@ -299,3 +181,142 @@ def _indent(text: str) -> str:
 
 def _quoted(label: str) -> str:
     return f'"{label}"' if " " in label else label
+
+
+def _account_fields(opts, user) -> dict[str, object]:
+    """The SmtpAccount fields the options give: the preset's, then each option's."""
+    fields: dict[str, object] = {}
+    if opts["preset"]:
+        fields.update(presets.PRESETS[opts["preset"]].account_fields())
+    security = opts["security"] or fields.get("security") or "starttls"
+    if opts["port"]:
+        port = opts["port"]
+    elif opts["preset"] and not opts["security"]:
+        port = fields["port"]
+    else:
+        port = DEFAULT_PORTS[security]
+    fields.update(
+        owner=user,
+        label=opts["label"],
+        host=opts["host"] or fields.get("host"),
+        port=port,
+        security=security,
+        username=opts["username"],
+        from_address=opts["from_address"],
+        from_name=opts["from_name"],
+        reply_to=opts["reply_to"],
+    )
+    if not fields["host"]:
+        raise CommandError("Say which server to send through with --host (or use --preset).")
+    if opts["auth"]:
+        fields["auth_mechanism"] = AUTH_CHOICES[opts["auth"]]
+    if opts["allow_plaintext_auth"]:
+        fields["allow_plaintext_auth"] = True
+    if opts["insecure"]:
+        fields["verify_tls"] = False
+    if opts["cafile"]:
+        fields["ca_certificate"] = _read_pem(opts["cafile"])
+    for opt, field in (
+        ("rate", "quota_per_minute"),
+        ("per_hour", "quota_per_hour"),
+        ("per_day", "quota_per_day"),
+    ):
+        if opts[opt] is not None:
+            if opts[opt] < 1:
+                raise CommandError(
+                    f"--{opt.replace('_', '-')} must be at least 1 (leave it out for no limit)."
+                )
+            fields[field] = opts[opt]
+    return fields
+
+
+def _checked_login(opts, fields: dict[str, object]) -> str:
+    """Refuse a From address, a plaintext login or a login without password or user that
+    could never work; the secret read from --password-env or --password-file."""
+    security = fields["security"]
+    try:
+        mime.validate_address(opts["from_address"])
+    except EmailNotValidError as exc:
+        raise CommandError(
+            f"--from-address {opts['from_address']!r} is not a valid address: {exc}"
+        ) from None
+    if security == "none" and opts["username"] and not opts["allow_plaintext_auth"]:
+        raise CommandError(
+            "With --security none the password would cross the network in clear. Use "
+            "starttls or tls, or add --allow-plaintext-auth for a server on a trusted network."
+        )
+
+    secret = read_secret(opts["password_env"], opts["password_file"])
+    logs_in = fields.get("auth_mechanism", "auto") != "none"
+    if secret and not opts["username"]:
+        raise CommandError("A password was given but no --username to log in with.")
+    if opts["username"] and logs_in and not secret:
+        raise CommandError(
+            "The account logs in as "
+            f"{opts['username']!r} but has no password: give it with --password-env VAR "
+            "or --password-file FILE (or --auth none for a server that needs no login)."
+        )
+    return secret or ""
+
+
+def _add_arguments_for_add(add) -> None:
+    add.add_argument("--user", required=True, help="the owner's username")
+    add.add_argument("--label", required=True, help="a name for the account, unique per user")
+    _add_server_arguments(add)
+    _add_sending_arguments(add)
+
+
+def _add_server_arguments(add) -> None:
+    """Where and how to connect and log in."""
+    add.add_argument(
+        "--preset",
+        choices=sorted(presets.PRESETS),
+        help="fill host, port, security, login method and quotas for a known provider",
+    )
+    add.add_argument("--host", help="SMTP server host name")
+    add.add_argument(
+        "--port", type=int, help="port (default: 465 for tls, 587 for starttls, 25 for none)"
+    )
+    add.add_argument(
+        "--security", choices=list(DEFAULT_PORTS), help="none, starttls (default) or tls"
+    )
+    add.add_argument("--username", default="", help="login name")
+    add.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password (or OAuth2 token) from this environment variable",
+    )
+    add.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password (or OAuth2 token) from this file",
+    )
+    add.add_argument(
+        "--auth",
+        choices=list(AUTH_CHOICES),
+        help="login method (default auto; none = no login)",
+    )
+    add.add_argument(
+        "--allow-plaintext-auth",
+        action="store_true",
+        help="allow the login over an unencrypted connection",
+    )
+    add.add_argument(
+        "--cafile", metavar="PEM", help="trust this CA certificate (PEM file) for the server"
+    )
+    add.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (only on a network you trust)",
+    )
+
+
+def _add_sending_arguments(add) -> None:
+    """The sender's identity, the quotas and the default choice."""
+    add.add_argument("--from-address", required=True, help="the From address")
+    add.add_argument("--from-name", default="", help="the From display name")
+    add.add_argument("--reply-to", default="", help="a default Reply-To address")
+    add.add_argument("--rate", type=int, metavar="N", help="send at most N messages a minute")
+    add.add_argument("--per-hour", type=int, metavar="N", help="send at most N messages an hour")
+    add.add_argument("--per-day", type=int, metavar="N", help="send at most N messages a day")
+    add.add_argument("--default", action="store_true", help="make it the user's default account")

@@ -171,6 +171,63 @@ def ensure_local_sink_account(user, host: str, port: int):
     return account, created
 
 
+def _children(web_server: str, host: str, port: int, sink_port: int, concurrency: int):
+    """The four processes `up` runs: web, a Celery worker, Celery beat and the dev sink."""
+    py, manage = sys.executable, str(settings.BASE_DIR / "manage.py")
+    if web_server == "gunicorn":
+        web = [
+            py,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ]
+    else:
+        web = [py, manage, "runserver", f"{host}:{port}", "--noreload"]
+    children = [
+        Child("web", web),
+        Child(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"worker-{os.getpid()}@%h",
+            ],
+        ),
+        Child(
+            "beat",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.DATA_DIR / "celerybeat-schedule"),
+            ],
+        ),
+        Child("sink", [py, manage, "devsink", "--port", str(sink_port)]),
+    ]
+    return children
+
+
 class Command(BaseCommand):
     help = (
         "Run Mailroom on the embedded default: migrate, create a login and a Local sink "
@@ -221,58 +278,7 @@ class Command(BaseCommand):
             f"{settings.DATA_DIR / 'sink'} as .eml files."
         )
 
-        py, manage = sys.executable, str(settings.BASE_DIR / "manage.py")
-        if opts["web"] == "gunicorn":
-            web = [
-                py,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--access-logfile",
-                "-",
-            ]
-        else:
-            web = [py, manage, "runserver", f"{host}:{port}", "--noreload"]
-        children = [
-            Child("web", web),
-            Child(
-                "worker",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(opts["concurrency"]),
-                    "--hostname",
-                    f"worker-{os.getpid()}@%h",
-                ],
-            ),
-            Child(
-                "beat",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(settings.DATA_DIR / "celerybeat-schedule"),
-                ],
-            ),
-            Child("sink", [py, manage, "devsink", "--port", str(sink_port)]),
-        ]
+        children = _children(opts["web"], host, port, sink_port, opts["concurrency"])
         env = dict(os.environ)
         env.update(
             PYTHONUNBUFFERED="1",
