@@ -15,13 +15,14 @@ was delivered once, twice, or not at all:
   accept, and the hostile servers of ``tests/hostile_servers.py``;
 * scenarios, each on its own account with many messages in flight: a worker SIGKILLed
   mid-batch and restarted (and, in full runs, the same with ``MAILROOM_RETRY_UNKNOWN`` on,
-  which opens the documented duplicate window); Redis stopped mid-batch and started again 30 s later (5 s with
-  ``--quick``); mail sent while the broker is down (the wake-up is lost, the sweeper must
-  deliver); the workers' PostgreSQL connections killed (``pg_terminate_backend``);
-  PostgreSQL itself crashed right after a message's end-of-data mark (on a private cluster
-  of its own, ``tests/pg_crash.py``: that message must be ``unknown``, not resent); each
-  hostile server, which then heals (relays to a good sink) so that "lost" can be judged;
-  two and four workers racing over the same due messages.
+  which opens the documented duplicate window); Redis stopped mid-batch and started again
+  30 s later (5 s with ``--quick``); mail sent while the broker is down (the wake-up is
+  lost, the sweeper must deliver); the workers' PostgreSQL connections killed
+  (``pg_terminate_backend``); PostgreSQL itself crashed right after a message's
+  end-of-data mark (on a private cluster of its own, ``tests/pg_crash.py``: that message
+  must be ``unknown``, not resent); each hostile server, which then heals (relays to a
+  good sink) so that "lost" can be judged; two and four workers racing over the same due
+  messages.
 
 A message counts as *delivered once* when every recipient reached a good server exactly
 once, *duplicated* when any recipient got it twice, and *lost* when some recipient never
@@ -367,8 +368,14 @@ class Lab:
                 for w in dead:
                     self.workers.remove(w)
             for w in dead:
-                why = next((line.split("] ", 1)[-1] for line in w.log.splitlines()
-                            if "Unrecoverable error" in line), f"exit status {w.process.returncode}")
+                why = next(
+                    (
+                        line.split("] ", 1)[-1]
+                        for line in w.log.splitlines()
+                        if "Unrecoverable error" in line
+                    ),
+                    f"exit status {w.process.returncode}",
+                )
                 self.restarts.append(why[:160])
                 log(f"worker {w.name} died ({why[:160]}); restarting it")
                 with contextlib.suppress(Exception):
@@ -785,7 +792,10 @@ def run(plan: Plan, only: set[str] | None, keep: bool) -> list[Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'scenario':<26} {'queued':>6} {'once':>6} {'twice':>6} {'bound':>6} {'lost':>5}  final states"
+    head = (
+        f"{'scenario':<26} {'queued':>6} {'once':>6} {'twice':>6} {'bound':>6} {'lost':>5}"
+        "  final states"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -16,6 +16,12 @@ Nothing on these pages is cached: the history's tab counts are the sums of
 under a date or search filter, a count of the filtered messages. A last case measures the
 first page with 10,000 counter rows not yet folded (a busy half-minute between two beat
 compactions), and the compaction that folds them.
+
+Then each of the pages' two speed-ups against its absence, measured alternately in the
+same run (``--no-compare`` skips it): the history rows rendered by ``{% outbox_row %}``
+against the included template they replaced (``ROW_TEMPLATE`` below, kept here only as
+that baseline), and the tab counts summed from ``mailer.counts`` against a GROUP BY over
+the owner's messages. A speed-up is kept only where it is more than noise.
 """
 
 from __future__ import annotations
@@ -158,6 +164,76 @@ def _backlog(user, rows: int) -> None:
     OutboxMessage.objects.filter(pk__in=ids).update(status="sent")
 
 
+# The included template that {% outbox_row %} replaced (8dd8be9), with the split words the
+# row has gained since: the baseline of the row speed-up, never used by the web UI.
+ROW_TEMPLATE = (
+    '{% load webui %}{% with url=m.pk|message_url %}<tr id="message-row-{{ m.pk }}" '
+    'data-status="{{ m.status }}"{% if oob %} hx-swap-oob="true"{% endif %}>\n'
+    '  <td><span class="badge badge-{{ m.status }}">{{ m.get_status_display }}</span>'
+    '{% if m.split and m.split.mixed or m.split.failed %} <span class="split muted small '
+    'nowrap">{{ m.split.words }}</span>{% endif %}</td>\n'
+    '  <td class="subject"><a href="{{ url }}">{{ m.subject|default:"(no subject)" }}</a>'
+    '{% if m.status == "deferred" and m.next_attempt_at %} <span class="muted small nowrap">'
+    '· next try {{ m.next_attempt_at|date:"H:i" }}</span>{% endif %}</td>\n'
+    '  <td class="clip">{{ m.to_display }}</td>\n'
+    '  <td class="opt">{{ m.account_label|default:"—" }}</td>\n'
+    '  <td class="nowrap muted small">{% if m.sent_at %}{{ m.sent_at|date:"Y-m-d H:i" }}'
+    '{% elif m.scheduled_at %}for {{ m.scheduled_at|date:"Y-m-d H:i" }}'
+    '{% else %}{{ m.created_at|date:"Y-m-d H:i" }}{% endif %}</td>\n'
+    "</tr>{% endwith %}"
+)
+
+
+def _use_row_template(on: bool) -> None:
+    """Render history rows through ROW_TEMPLATE (on) or the Python tag (off), and drop
+    the compiled templates so that the next request parses them with that tag."""
+    from django.template import Context, Template, engines
+
+    from webui.templatetags import webui as tags
+
+    if not hasattr(_use_row_template, "python"):
+        _use_row_template.python = tags.register.tags["outbox_row"]
+    if on:
+        template = Template(ROW_TEMPLATE)
+
+        def outbox_row(m, oob=False):
+            return template.render(Context({"m": m, "oob": oob}))
+
+        tags.register.simple_tag(outbox_row, name="outbox_row")
+    else:
+        tags.register.tags["outbox_row"] = _use_row_template.python
+    for engine_loader in engines["django"].engine.template_loaders:
+        if hasattr(engine_loader, "reset"):
+            engine_loader.reset()
+
+
+def _use_group_by_counts(on: bool) -> None:
+    """Tab counts by a GROUP BY over the owner's messages (on) or from mailer.counts."""
+    import webui.views.outbox as views
+    from mailer import counts
+    from mailer.models import OutboxMessage
+
+    def by_status(owner, account=None, *, using="default"):
+        mine = OutboxMessage.objects.using(using).filter(owner=owner)
+        return counts.by_status_in(mine if account is None else mine.filter(account=account))
+
+    views.by_status = by_status if on else counts.by_status
+
+
+def _compare(client, baseline, runs: int, label: str, url: str, switch) -> None:
+    """``url`` with the speed-up and without it, alternately in rounds, so that a machine
+    getting busier slows both alike; the ratio of the medians is what the speed-up buys."""
+    with_ms, without_ms = [], []
+    for _ in range(3):
+        for on, times in ((False, with_ms), (True, without_ms)):
+            switch(on)
+            ms, _login, _queries = _measure(client, url, baseline, max(5, runs // 3))
+            times.append(ms)
+    switch(False)
+    a, b = statistics.median(with_ms), statistics.median(without_ms)
+    print(f"  {label:<48} with {a:7.2f} ms  without {b:7.2f} ms  without/with {b / a:5.2f}×")
+
+
 def _queries(client, url: str) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -192,6 +268,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL on 127.0.0.1:5432")
+    parser.add_argument("--no-compare", action="store_true", help="skip the speed-up ratios")
     args = parser.parse_args()
 
     _configure(args.postgres)
@@ -234,7 +311,10 @@ def _run(args) -> int:
     pages = [
         ("history, first page", "/outbox/"),
         ("history, page 40", "/outbox/?page=40"),
-        ("history, filtered (failed, one account)", f"/outbox/?tab=failed&account={accounts[0].pk}"),
+        (
+            "history, filtered (failed, one account)",
+            f"/outbox/?tab=failed&account={accounts[0].pk}",
+        ),
         ("history, filtered by date (30 days)", f"/outbox/?date_from={since}"),
         ("history, search a recipient", "/outbox/?q=user4242@"),
         ("history, search a subject", "/outbox/?q=Report+99999"),
@@ -261,6 +341,17 @@ def _run(args) -> int:
     folded = status_counts.compact()
     print(f"  compaction: {folded:,} rows fewer in {(time.perf_counter() - started) * 1000:.1f} ms;"
           f" {StatusCount.objects.count()} left")
+
+    if not args.no_compare:
+        print("speed-ups, each against its absence (alternating rounds):")
+        _compare(client, baseline, args.runs, "rows: history, first page", "/outbox/",
+                 _use_row_template)
+        _compare(client, baseline, args.runs, "rows: live poll (50 rows)",
+                 f"/outbox/live/?ids={in_flight}", _use_row_template)
+        _compare(client, baseline, args.runs, "counters: history, first page", "/outbox/",
+                 _use_group_by_counts)
+        _compare(client, baseline, args.runs, "counters: one account's failed tab",
+                 f"/outbox/?tab=failed&account={accounts[0].pk}", _use_group_by_counts)
 
     counts = {}
     for size in (10, 50, 200):

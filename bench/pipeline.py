@@ -22,9 +22,16 @@ Printed per case: messages per second, connections opened, peak RSS per worker p
 the ratios. With ``--delay-ms`` (10 by default) the 2 KB case into smtp-sink also runs
 through ``bench/_proxy.py`` delaying each direction, so that round trips and new
 connections cost what they cost on a real network (on loopback they cost nothing, and the
-naive baseline is already ~0.45x the bare loop there). Then the targets of issue 3 (on Redis + PostgreSQL into smtp-sink: >= 0.5x the
-bare loop for 2 KB, >= 0.7x with attachments, >= 4x naive, <= 20 connections, < 150 MB per
-worker) and the growth of a worker delivering one 25 MB attachment (< 50 MB).
+naive baseline is already ~0.45x the bare loop there). Then the targets of issue 3 (on
+Redis + PostgreSQL into smtp-sink: >= 0.5x the bare loop for 2 KB, >= 0.7x with
+attachments, >= 4x naive, <= 20 connections, < 150 MB per worker) and the growth of a
+worker delivering one 25 MB attachment (< 50 MB).
+
+``--without`` runs "ours" without one or more of the speed-ups made for this benchmark,
+to measure what each buys (compare runs made alternately): ``wake-flags`` (every send
+rings a worker, as without Redis), ``header-cache`` (the stdlib's header registry, no
+memoised headers or addresses), ``status-counters`` (the StatusCount triggers dropped for
+the run). The patches live here only; Mailroom itself has one path for each.
 
 Only loopback is used. Not part of the test suite (tests/bench smoke-runs --quick).
 """
@@ -160,10 +167,33 @@ def wait_until(what: str, done, timeout: float) -> None:
 # --- the driver: one case in a fresh process with the backend's settings ---------------------
 
 
+SPEEDUPS = ("wake-flags", "header-cache", "status-counters")
+
+
+def _without(names: list[str]) -> None:
+    """Switch off speed-ups for this driver's run (see the module docstring)."""
+    from email.headerregistry import HeaderRegistry
+
+    from django.db import connection
+
+    from mailer import counts, mime, tasks
+
+    if "wake-flags" in names:
+        tasks._raise_flag = lambda account_id: True  # ring always; nobody gathers
+    if "header-cache" in names:
+        mime._POLICY_SMTP = mime._POLICY_SMTP.clone(header_factory=HeaderRegistry())
+        mime._POLICY_SMTPUTF8 = mime._POLICY_SMTPUTF8.clone(header_factory=HeaderRegistry())
+        mime._address_header = mime._address_header.__wrapped__
+        mime.validate_address = mime.validate_address.__wrapped__
+    if "status-counters" in names:
+        counts.uninstall(connection)
+
+
 def driver(spec: dict) -> dict:
     import django
 
     django.setup()
+    _without(spec.get("without", []))
     from django.contrib.auth import get_user_model
 
     import config.celery  # noqa: F401  (the Celery app the producer publishes with)
@@ -461,16 +491,27 @@ def main() -> int:
         "direction by this many ms, like a real network (0: skip)",
     )
     parser.add_argument(
-        "--delay-count", type=int, help="messages in the delayed case (default 300, 60 with --quick; at most --count)"
+        "--delay-count",
+        type=int,
+        help="messages in the delayed case (default 300, 60 with --quick; at most --count)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
+    parser.add_argument(
+        "--without",
+        default="",
+        help=f"comma-separated speed-ups to switch off for ours: {', '.join(SPEEDUPS)}",
+    )
     parser.add_argument("--driver", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:
         print("RESULT " + json.dumps(driver(json.loads(args.driver))), flush=True)
         return 0
 
+    without = [w for w in args.without.split(",") if w]
+    if set(without) - set(SPEEDUPS):
+        print(f"--without takes some of {', '.join(SPEEDUPS)}")
+        return 64
     count = args.count or (200 if args.quick else 2000)
     delay_count = args.delay_count or min(count, 60 if args.quick else 300)
     backends = [b for b in args.backends.split(",") if b]
@@ -544,6 +585,7 @@ def main() -> int:
                                 "attachment": att,
                                 "timeout": timeout,
                                 "logdir": str(workdir / name),
+                                "without": without,
                             }
                             for mode in ("ours", "naive"):
                                 reset_broker(env)
@@ -614,7 +656,8 @@ def report(cases: list[Case], memory: dict | None, count: int) -> None:
     )
     for c in cases:
         print(
-            f"  {c.backend:<17} {c.sink:<14} {c.size:<18} queued at {c.ours_queue_rate:7.1f} msg/s, "
+            f"  {c.backend:<17} {c.sink:<14} {c.size:<18} "
+            f"queued at {c.ours_queue_rate:7.1f} msg/s, "
             f"attempt {c.ours_attempt_ms:5.1f} ms, states {c.ours_statuses}, "
             f"connections {c.ours_connections} / {c.ours_connections_db}"
         )
@@ -656,7 +699,8 @@ def report(cases: list[Case], memory: dict | None, count: int) -> None:
         ok = memory["growth_mb"] < TARGET_GROWTH_MB
         print(
             f"  {memory['message_mb']:.1f} MB message (25 MB attachment): worker grew by "
-            f"{memory['growth_mb']:.1f} MB ({memory['before_mb']:.1f} MB RSS → peak {memory['peak_mb']:.1f} MB, {memory['backend']}, "
+            f"{memory['growth_mb']:.1f} MB ({memory['before_mb']:.1f} MB RSS → "
+            f"peak {memory['peak_mb']:.1f} MB, {memory['backend']}, "
             f"states {memory['statuses']})  < {TARGET_GROWTH_MB:.0f} MB  "
             f"{'met' if ok else 'MISSED'}"
         )

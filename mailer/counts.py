@@ -47,7 +47,8 @@ _PG_FUNCTIONS = {
     "mailer_statuscount_deleted": f"INSERT INTO {COUNTS} ({KEY}, n) "
     f"SELECT {KEY}, -COUNT(*) FROM old_rows GROUP BY {KEY};",
     "mailer_statuscount_moved": f"INSERT INTO {COUNTS} ({KEY}, n) VALUES "
-    "(OLD.owner_id, OLD.account_id, OLD.status, -1), (NEW.owner_id, NEW.account_id, NEW.status, 1);",
+    "(OLD.owner_id, OLD.account_id, OLD.status, -1), "
+    "(NEW.owner_id, NEW.account_id, NEW.status, 1);",
 }
 _MOVED_PG = ("OLD.owner_id IS DISTINCT FROM NEW.owner_id OR OLD.account_id IS DISTINCT FROM "
              "NEW.account_id OR OLD.status IS DISTINCT FROM NEW.status")

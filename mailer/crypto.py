@@ -23,8 +23,8 @@ class SecretUnreadable(Exception):
 def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
         raise ImproperlyConfigured(
-            "MAILROOM_CREDENTIALS_KEYS is empty: set at least one Fernet key "
-            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            "MAILROOM_CREDENTIALS_KEYS is empty: set at least one Fernet key (python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
         )
     try:
         return MultiFernet([Fernet(k.encode()) for k in keys])

@@ -55,7 +55,9 @@ class SmtpAccount(models.Model):
     secret_encrypted = models.TextField(blank=True, default="")
     verify_tls = models.BooleanField(default=True)
     ca_certificate = models.TextField(
-        blank=True, help_text="PEM text of an extra trusted CA.", validators=[validate_ca_certificate]
+        blank=True,
+        help_text="PEM text of an extra trusted CA.",
+        validators=[validate_ca_certificate],
     )
     quota_per_minute = models.PositiveIntegerField(null=True, blank=True)
     quota_per_hour = models.PositiveIntegerField(null=True, blank=True)
@@ -224,16 +226,20 @@ class OutboxMessage(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["owner", "status", "-created_at"], name="outbox_owner_status_created"),
+            models.Index(
+                fields=["owner", "status", "-created_at"], name="outbox_owner_status_created"
+            ),
             # status too: a date-filtered page counts its tabs from this index alone.
             models.Index(fields=["owner", "-created_at", "status"], name="outbox_owner_created"),
             # The sweeper's two questions: what is due, and whose lease has run out.
             models.Index(
-                fields=["next_attempt_at"], name="outbox_due_pending",
+                fields=["next_attempt_at"],
+                name="outbox_due_pending",
                 condition=Q(status__in=["queued", "scheduled", "deferred"]),
             ),
             models.Index(
-                fields=["lease_until"], name="outbox_sending_lease",
+                fields=["lease_until"],
+                name="outbox_sending_lease",
                 condition=Q(status="sending"),
             ),
             models.Index(fields=["account", "status"], name="outbox_account_status"),
@@ -298,7 +304,9 @@ class DeliveryAttempt(models.Model):
         LEASE_EXPIRED = "lease_expired", "Worker lost (lease expired)"
         SKIPPED = "skipped", "Not attempted"
 
-    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts")
+    message = models.ForeignKey(
+        OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
     attempt_id = models.UUIDField(unique=True)
     worker = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField()

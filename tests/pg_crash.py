@@ -115,7 +115,9 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.dir}"
+        options = (
+            f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.dir}"
+        )
         options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120",
                    "-o", options, "start")
@@ -211,7 +213,9 @@ def run(*, messages: int = 1, crash_at: int = 1, async_mark: bool = False,
             raise RuntimeError(f"the server never got message {crash_at}:\n{stderr[-4000:]}")
         pg.start()  # crash recovery replays what reached the WAL on disk
         time.sleep(LEASE_SECONDS + 0.5)  # the dead worker's leases run out
-        outcome.messages = _child(env, "recover", "--ids", ",".join(map(str, queued["ids"])))["messages"]
+        outcome.messages = _child(env, "recover", "--ids", ",".join(map(str, queued["ids"])))[
+            "messages"
+        ]
         outcome.received = collections.Counter(_message_id(m.content) for m in handler.messages)
     finally:
         if worker and worker[0].poll() is None:
@@ -290,7 +294,11 @@ def _recover(args) -> dict:
             break
         time.sleep(0.5)
     rows = []
-    for m in OutboxMessage.objects.filter(pk__in=ids).order_by("pk").prefetch_related("delivery_attempts"):
+    for m in (
+        OutboxMessage.objects.filter(pk__in=ids)
+        .order_by("pk")
+        .prefetch_related("delivery_attempts")
+    ):
         rows.append({
             "id": m.pk, "message_id": m.message_id.strip(), "status": m.status,
             "last_error": m.last_error,

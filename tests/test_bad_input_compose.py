@@ -262,10 +262,15 @@ def test_it_delivers_an_awkward_body_intact(body, lines, owner, sink_account, sm
     assert text.splitlines() == lines
 
 
-@pytest.mark.parametrize(("raw_name", "refused_with"), [
-    pytest.param(b"caf\xe9-latin1.txt", None, id="command-non-utf8-file-name"),
-    pytest.param(b"line\nbreak.txt", ("line break", "rename"), id="command-file-name-with-line-break"),
-])
+@pytest.mark.parametrize(
+    ("raw_name", "refused_with"),
+    [
+        pytest.param(b"caf\xe9-latin1.txt", None, id="command-non-utf8-file-name"),
+        pytest.param(
+            b"line\nbreak.txt", ("line break", "rename"), id="command-file-name-with-line-break"
+        ),
+    ],
+)
 def test_the_sendmail_command_keeps_or_clearly_refuses_an_odd_file_name(
     raw_name, refused_with, owner, account, tmp_path
 ):

@@ -175,14 +175,30 @@ def test_it_answers_404_and_changes_nothing_when_posting_to_another_users_object
 
 # Ids of another user's objects hidden in form fields and query strings, not in the path.
 SMUGGLED = [
-    pytest.param("post", "/compose/", {"draft": "{d}", "subject": "hijacked", "action": "save"},
-                 404, id="compose-with-their-draft-id"),
-    pytest.param("post", "/compose/autosave/", {"draft": "{d}", "subject": "hijacked"}, 404,
-                 id="autosave-into-their-draft"),
-    pytest.param("post", "/compose/", {"account": "{a}", "to": "x@example.org",
-                                       "subject": "hijacked", "action": "send"}, 400,
-                 id="send-through-their-account"),
-    pytest.param("get", "/outbox/?account={a}", {}, (200, 400), id="outbox-filtered-by-their-account"),
+    pytest.param(
+        "post",
+        "/compose/",
+        {"draft": "{d}", "subject": "hijacked", "action": "save"},
+        404,
+        id="compose-with-their-draft-id",
+    ),
+    pytest.param(
+        "post",
+        "/compose/autosave/",
+        {"draft": "{d}", "subject": "hijacked"},
+        404,
+        id="autosave-into-their-draft",
+    ),
+    pytest.param(
+        "post",
+        "/compose/",
+        {"account": "{a}", "to": "x@example.org", "subject": "hijacked", "action": "send"},
+        400,
+        id="send-through-their-account",
+    ),
+    pytest.param(
+        "get", "/outbox/?account={a}", {}, (200, 400), id="outbox-filtered-by-their-account"
+    ),
     pytest.param("get", "/outbox/?q=Quarterly", {}, 200, id="outbox-search-for-their-subject"),
 ]
 

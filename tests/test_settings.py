@@ -15,8 +15,15 @@ def _import_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     clean.pop("DATABASE_URL", None)
     clean.update({"MAILROOM_DATA_DIR": str(tmp_path), **env})
     return subprocess.run(
-        [sys.executable, "-c", "import config.settings as s; print(len(s.MAILROOM_CREDENTIALS_KEYS))"],
-        cwd=ROOT, env=clean, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import config.settings as s; print(len(s.MAILROOM_CREDENTIALS_KEYS))",
+        ],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
     )
 
 

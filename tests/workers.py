@@ -113,9 +113,13 @@ class Worker:
             if text.count(needle) >= count:
                 return text
             if self.process.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited ({self.process.returncode}):\n{text[-3000:]}")
+                raise AssertionError(
+                    f"worker {self.name} exited ({self.process.returncode}):\n{text[-3000:]}"
+                )
             time.sleep(0.05)
-        raise AssertionError(f"worker {self.name}: {needle!r} x{count} not seen in {timeout}s:\n{self.log[-3000:]}")
+        raise AssertionError(
+            f"worker {self.name}: {needle!r} x{count} not seen in {timeout}s:\n{self.log[-3000:]}"
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> Worker:
         self.wait_for_log(" ready.", timeout=timeout)

@@ -168,7 +168,12 @@ class ComposeForm(forms.ModelForm):
             "body_text": "Message", "body_html": "HTML version (optional)",
         }
         widgets = {
-            "to": forms.TextInput(attrs={"autocomplete": "off", "placeholder": "ann@example.com, Bob <bob@example.org>"}),
+            "to": forms.TextInput(
+                attrs={
+                    "autocomplete": "off",
+                    "placeholder": "ann@example.com, Bob <bob@example.org>",
+                }
+            ),
             "cc": forms.TextInput(attrs={"autocomplete": "off"}),
             "bcc": forms.TextInput(attrs={"autocomplete": "off"}),
             "reply_to": forms.TextInput(attrs={"autocomplete": "off"}),

@@ -41,8 +41,10 @@ def test_a_tiny_run_prints_every_figure() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     line = re.search(
-        r"embedded +smtp-sink +2 KB +ours +(?P<ours>[\d.]+) msg/s \((?P<conn>\d+) conn, +[\d.]+ MB\) +"
-        r"naive +(?P<naive>[\d.]+) msg/s \((?P<naive_conn>\d+) conn, .*smtplib +(?P<bare>[\d.]+) msg/s",
+        r"embedded +smtp-sink +2 KB +ours +(?P<ours>[\d.]+) msg/s "
+        r"\((?P<conn>\d+) conn, +[\d.]+ MB\) +"
+        r"naive +(?P<naive>[\d.]+) msg/s \((?P<naive_conn>\d+) conn, "
+        r".*smtplib +(?P<bare>[\d.]+) msg/s",
         run.stdout,
     )
     assert line, run.stdout

@@ -13,7 +13,9 @@ from mailer.models import Attachment, Draft, OutboxMessage, SmtpAccount
 
 
 def make_user(username: str):
-    return get_user_model().objects.create_user(username, f"{username}@example.com", "pw-" + username)
+    return get_user_model().objects.create_user(
+        username, f"{username}@example.com", "pw-" + username
+    )
 
 
 def make_account(owner, server=None, **fields) -> SmtpAccount:

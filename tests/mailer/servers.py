@@ -98,7 +98,9 @@ class _ScriptHandler(RecordingHandler):
 class ScriptedSink:
     """``accounts`` ({login: password}) turns AUTH on, allowed without TLS."""
 
-    def __init__(self, script: Script | None = None, *, accounts: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, script: Script | None = None, *, accounts: dict[str, str] | None = None
+    ) -> None:
         self.script = script or Script()
         self.handler = _ScriptHandler(self.script)
         options = {"accounts": accounts, "auth_require_tls": False} if accounts else {}

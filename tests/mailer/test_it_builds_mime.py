@@ -28,7 +28,9 @@ def test_it_keeps_attachments_byte_for_byte(owner, acct):
 
 
 def test_it_never_writes_a_bcc_header(owner, acct):
-    frozen = mime.build_from_draft(make_draft(owner, acct, to="a@example.org", bcc="hidden@example.org"))
+    frozen = mime.build_from_draft(
+        make_draft(owner, acct, to="a@example.org", bcc="hidden@example.org")
+    )
     assert "Bcc" not in _parse(frozen) and b"hidden@example.org" not in frozen.eml
     assert ("hidden@example.org", "bcc") in frozen.recipients
 

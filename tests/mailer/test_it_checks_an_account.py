@@ -28,8 +28,14 @@ def test_a_successful_check_resumes_a_paused_account_and_its_mail(owner):
         assert delivery.deliver(msg.pk) == "paused"
         account.refresh_from_db()
         result = services.check_account(owner, account)
-        assert not result.ok and "password" in result.verdict and "AUTH" in "\n".join(result.transcript)
-        assert "good" not in "\n".join(result.transcript) and "bad" not in "\n".join(result.transcript)
+        assert (
+            not result.ok
+            and "password" in result.verdict
+            and "AUTH" in "\n".join(result.transcript)
+        )
+        assert "good" not in "\n".join(result.transcript) and "bad" not in "\n".join(
+            result.transcript
+        )
         account.set_secret("good")
         account.save()
         assert services.check_account(owner, account).ok

@@ -35,7 +35,9 @@ def _greet_forever(conn):
         pass  # the client hung up
 
 
-def test_a_server_that_dribbles_is_cut_off_at_the_deadline(owner, settings, scripted_server_factory):
+def test_a_server_that_dribbles_is_cut_off_at_the_deadline(
+    owner, settings, scripted_server_factory
+):
     settings.MAILROOM_CHECK_DEADLINE_SECONDS = 1.5
     settings.MAILROOM_SMTP_COMMAND_TIMEOUT = 1.0
     server = scripted_server_factory(_greet_forever)

@@ -20,7 +20,9 @@ def _new(owner, label, **fields) -> SmtpAccount:
 
 
 def _default(owner) -> list[str]:
-    return list(SmtpAccount.objects.filter(owner=owner, is_default=True).values_list("label", flat=True))
+    return list(
+        SmtpAccount.objects.filter(owner=owner, is_default=True).values_list("label", flat=True)
+    )
 
 
 def test_the_first_account_becomes_the_default(owner):

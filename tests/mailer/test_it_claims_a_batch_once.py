@@ -32,7 +32,9 @@ def test_two_batches_never_share_a_message(owner, account):
             row = OutboxMessage.objects.get(pk=message.pk)
             assert row.status == "sending" and row.claimed_by == worker and row.attempts == 1
             assert row.attempt_id == attempt.attempt_id and row.lease_until > row.last_attempt_at
-            assert DeliveryAttempt.objects.get(attempt_id=attempt.attempt_id).outcome == "in_progress"
+            assert (
+                DeliveryAttempt.objects.get(attempt_id=attempt.attempt_id).outcome == "in_progress"
+            )
             assert [r.address for r in pending] == ["alice@example.org"]
     attempt_ids = {a.attempt_id for _, a, _ in first + second}
     assert len(attempt_ids) == 7
@@ -81,7 +83,9 @@ def test_a_worker_gone_mid_batch_leaves_each_message_retried_or_unknown_by_its_o
         first, second = batch[0], batch[1]
         assert delivery.deliver_claimed(*first) == "sent"
         attempt_module.mark_end_of_data(second[0].pk, second[1].attempt_id)
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         woken = []
         report = delivery.sweep(enqueue=woken.append)
         assert report.unknown == 1 and report.reclaimed == 3
@@ -104,7 +108,9 @@ def test_a_batch_member_taken_over_while_it_waited_is_not_sent_by_the_slow_worke
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
         [slow] = delivery.claim_batch(account.pk, limit=5, worker="slow")
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         delivery.sweep(enqueue=lambda pk: None)
         assert delivery.deliver(msg.pk) == "sent"  # another worker took it over
         assert delivery.deliver_claimed(*slow) == "lease_lost"

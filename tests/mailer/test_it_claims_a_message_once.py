@@ -11,7 +11,9 @@ def test_it_lets_only_one_claim_win(owner, account):
     assert first is not None and second is None
     claimed, attempt, _ = first
     assert claimed.status == "sending" and claimed.claimed_by == "w1"
-    assert claimed.attempt_id == attempt.attempt_id and claimed.lease_until > claimed.last_attempt_at
+    assert (
+        claimed.attempt_id == attempt.attempt_id and claimed.lease_until > claimed.last_attempt_at
+    )
     # The attempt row exists before any network traffic (evidence if the worker dies).
     assert DeliveryAttempt.objects.get(message=msg).outcome == "in_progress"
 

@@ -7,7 +7,12 @@ def test_it_copies_fields_and_attachments_into_a_new_draft(owner, account, serve
                attachments=[("x.bin", "application/octet-stream", b"\x00\x01payload")])
     delivery.deliver(msg.pk)
     draft = services.edit_as_new_draft(owner, msg)
-    assert (draft.to, draft.bcc, draft.subject, draft.account) == ("a@example.org", "b@example.org", "Again", account)
+    assert (draft.to, draft.bcc, draft.subject, draft.account) == (
+        "a@example.org",
+        "b@example.org",
+        "Again",
+        account,
+    )
     [copy] = draft.attachments.all()
     [orig] = msg.attachments.all()
     assert copy.file.name != orig.file.name and copy.file.read() == b"\x00\x01payload"

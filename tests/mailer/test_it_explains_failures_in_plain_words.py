@@ -25,9 +25,15 @@ def test_the_issues_examples():
 
 def test_the_servers_words_come_once_or_not_at_all():
     full = services.explain(550, "5.1.1", "No such user")
-    assert full.count("No such user") == 1 and full.endswith("The server said: “550 5.1.1 No such user”")
+    assert full.count("No such user") == 1 and full.endswith(
+        "The server said: “550 5.1.1 No such user”"
+    )
     plain = services.explain(550, "5.1.1", "No such user", server_words=False)
-    assert plain == "The recipient's mailbox does not exist. Check the address for typos; the other recipients are not affected."
+    assert (
+        plain
+        == "The recipient's mailbox does not exist. Check the address for typos; "
+        "the other recipients are not affected."
+    )
 
 
 def test_the_phase_comes_from_the_error_class_or_the_enhanced_code():
@@ -47,8 +53,12 @@ def test_the_migration_splits_stored_reasons_from_the_servers_words(owner):
     old = services.explain(550, "5.1.1", "No such user", phase="rcpt")  # the old stored text
     rows = {
         "gone@example.org": dict(status="failed", code=550, enhanced="5.1.1", text=old),
-        "late@example.org": dict(status="failed", code=None, text="Gave up after 5 day(s): "
-                                 "The connection failed or timed out. Mailroom will try again later."),
+        "late@example.org": dict(
+            status="failed",
+            code=None,
+            text="Gave up after 5 day(s): "
+            "The connection failed or timed out. Mailroom will try again later.",
+        ),
         "ok@example.org": dict(status="accepted", code=250, enhanced="2.0.0", text="Ok queued"),
     }
     for address, fields in rows.items():
@@ -56,8 +66,10 @@ def test_the_migration_splits_stored_reasons_from_the_servers_words(owner):
 
     migration._split(apps, None)
     got = {r.address: (r.reason, r.text) for r in message.recipients.all()}
-    assert got["gone@example.org"] == (services.explain(550, "5.1.1", "", phase="rcpt", server_words=False),
-                                       "No such user")
+    assert got["gone@example.org"] == (
+        services.explain(550, "5.1.1", "", phase="rcpt", server_words=False),
+        "No such user",
+    )
     assert got["late@example.org"] == (rows["late@example.org"]["text"], "")
     assert got["ok@example.org"] == ("", "Ok queued")
     migration._join(apps, None)

@@ -30,7 +30,10 @@ def test_it_fails_when_every_recipient_is_refused(owner, account, server):
     msg.refresh_from_db()
     assert msg.status == "failed"
     refused = {r.address: r for r in msg.recipients.all()}
-    assert (refused["a@example.org"].text, refused["b@example.org"].text) == ("Unknown user a", "Bad address b")
+    assert (refused["a@example.org"].text, refused["b@example.org"].text) == (
+        "Unknown user a",
+        "Bad address b",
+    )
     assert "mailbox does not exist" in refused["a@example.org"].reason
     assert "“550 5.1.1 Unknown user a”" in msg.last_error
     assert server.received == []

@@ -7,7 +7,9 @@ from mailer import delivery
 from tests.mailer.base import send
 
 
-def test_it_fails_a_deferred_message_with_the_last_error_once_too_old(owner, account, server, settings):
+def test_it_fails_a_deferred_message_with_the_last_error_once_too_old(
+    owner, account, server, settings
+):
     settings.MAILROOM_MAX_MESSAGE_AGE_SECONDS = 3600
     server.script.data = ["452 4.3.1 Insufficient system storage"] * 100
     start = timezone.now()

@@ -26,7 +26,9 @@ def test_the_history_list_uses_the_owner_indexes(owner):
     assert "outbox_owner_created" in _plan(mine.order_by("-created_at", "-id")[:50])
     by_status = _plan(mine.filter(status="sent").order_by("-created_at")[:50])
     # PostgreSQL without statistics (an empty table) may take either owner index.
-    assert ("outbox_owner_status_created" if connection.vendor == "sqlite" else "outbox_owner_") in by_status
+    assert (
+        "outbox_owner_status_created" if connection.vendor == "sqlite" else "outbox_owner_"
+    ) in by_status
 
 
 def test_the_lease_reclaim_uses_its_partial_index(db):

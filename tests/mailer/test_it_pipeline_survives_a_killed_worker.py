@@ -37,7 +37,8 @@ def test_a_worker_killed_mid_batch_leaves_each_message_sent_once_or_unknown_by_i
     with celery_worker(beat=True, env=FAST):
         wait_until(
             lambda: OutboxMessage.objects.filter(status__in=["sent", "unknown"]).count() == 5,
-            timeout=60, what="every message sent or unknown",  # three leases to expire, on a busy CI
+            timeout=60,
+            what="every message sent or unknown",  # three leases to expire, on a busy CI
         )
     status = {m.pk: OutboxMessage.objects.get(pk=m.pk).status for m in msgs}
     assert status == {**{m.pk: "sent" for m in msgs}, msgs[2].pk: "unknown"}

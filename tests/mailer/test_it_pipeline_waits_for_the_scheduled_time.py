@@ -18,6 +18,8 @@ def test_it_sends_scheduled_mail_at_its_time_not_before(owner, account, server):
         msg = send(owner, account, send_at=due)
         time.sleep(2)
         assert server.received == [] and OutboxMessage.objects.get(pk=msg.pk).status == "scheduled"
-        wait_until(lambda: OutboxMessage.objects.get(pk=msg.pk).status == "sent", what="sent at its time")
+        wait_until(
+            lambda: OutboxMessage.objects.get(pk=msg.pk).status == "sent", what="sent at its time"
+        )
     msg.refresh_from_db()
     assert msg.sent_at >= due and len(server.received) == 1

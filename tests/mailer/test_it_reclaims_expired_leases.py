@@ -17,13 +17,17 @@ def _claim_and_vanish(msg, *, after_end_of_data: bool):
     return attempt
 
 
-def test_it_retries_a_message_whose_worker_died_before_the_end_of_data(owner, account, server, settings):
+def test_it_retries_a_message_whose_worker_died_before_the_end_of_data(
+    owner, account, server, settings
+):
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
         attempt = _claim_and_vanish(msg, after_end_of_data=False)
         assert delivery.sweep(enqueue=lambda pk: None).reclaimed == 0  # lease still valid
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         woken = []
         report = delivery.sweep(enqueue=woken.append)
         assert report.reclaimed == 1 and woken == [msg.pk]
@@ -34,12 +38,16 @@ def test_it_retries_a_message_whose_worker_died_before_the_end_of_data(owner, ac
     assert len(server.received) == 1
 
 
-def test_it_marks_unknown_a_message_whose_worker_died_after_the_end_of_data(owner, account, server, settings):
+def test_it_marks_unknown_a_message_whose_worker_died_after_the_end_of_data(
+    owner, account, server, settings
+):
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
         _claim_and_vanish(msg, after_end_of_data=True)
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         woken = []
         report = delivery.sweep(enqueue=woken.append)
         assert report.unknown == 1 and woken == []
@@ -58,19 +66,25 @@ def test_it_retries_unknown_when_the_setting_prefers_duplicates(owner, account, 
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
         _claim_and_vanish(msg, after_end_of_data=True)
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         assert delivery.sweep(enqueue=lambda pk: None).reclaimed == 1
     msg.refresh_from_db()
     assert msg.status == "queued"
 
 
-def test_it_does_not_send_when_the_lease_was_lost_before_the_end_of_data(owner, account, server, settings):
+def test_it_does_not_send_when_the_lease_was_lost_before_the_end_of_data(
+    owner, account, server, settings
+):
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         msg = send(owner, account)
         _, attempt, _ = delivery.claim(msg.pk, worker="slow")
     # The slow worker's lease ran out and another worker took the message over.
-    with time_machine.travel(start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False):
+    with time_machine.travel(
+        start + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS + 1), tick=False
+    ):
         delivery.sweep(enqueue=lambda pk: None)
         _, attempt2, _ = delivery.claim(msg.pk, worker="fresh")
         assert attempt2.attempt_id != attempt.attempt_id

@@ -17,7 +17,9 @@ def test_it_defers_a_4xx_recipient_and_later_sends_to_it_alone(owner, account, s
         assert msg.status == "deferred"
         assert statuses(msg) == {"alice@example.org": "accepted", "busy@example.org": "deferred"}
         # Postfix's rule: the first wait is the minimum backoff.
-        assert msg.next_attempt_at == start + timedelta(seconds=settings.MAILROOM_MIN_BACKOFF_SECONDS)
+        assert msg.next_attempt_at == start + timedelta(
+            seconds=settings.MAILROOM_MIN_BACKOFF_SECONDS
+        )
         assert "Mailbox busy" in msg.last_error
         # Not due yet: the sweeper leaves it alone and a stray wake-up does nothing.
         assert delivery.sweep(enqueue=lambda pk: None).enqueued == []

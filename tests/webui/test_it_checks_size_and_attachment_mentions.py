@@ -11,7 +11,9 @@ def _send(client, draft, **extra):
         "body_text": draft.body_text, "action": "send", **extra})
 
 
-def test_it_refuses_a_message_bigger_than_the_server_takes_once_encoded(owner, owner_client, account):
+def test_it_refuses_a_message_bigger_than_the_server_takes_once_encoded(
+    owner, owner_client, account
+):
     # 30,000 bytes raw is under the limit, but ~40,500 once base64-encoded is over it.
     SmtpAccount.objects.filter(pk=account.pk).update(capabilities={"size": 36000})
     account.refresh_from_db()
@@ -24,7 +26,9 @@ def test_it_refuses_a_message_bigger_than_the_server_takes_once_encoded(owner, o
     assert draft.attachments.count() == 1
 
 
-def test_it_reminds_about_a_missing_attachment_then_sends_when_confirmed(owner, owner_client, account):
+def test_it_reminds_about_a_missing_attachment_then_sends_when_confirmed(
+    owner, owner_client, account
+):
     draft = make_draft(owner, account, body_text="Please find the report attached.")
     response = _send(owner_client, draft)
     assert response.status_code == 400

@@ -72,8 +72,10 @@ def test_it_autosaves_and_returns_the_draft_address(owner, owner_client, account
 
 
 def test_it_uploads_an_attachment_for_the_script(owner_client, draft):
-    response = owner_client.post(f"/drafts/{draft.pk}/attachments/",
-                                 {"file": SimpleUploadedFile("<img src=x onerror=alert(1)>.png", b"\x89PNG")})
+    response = owner_client.post(
+        f"/drafts/{draft.pk}/attachments/",
+        {"file": SimpleUploadedFile("<img src=x onerror=alert(1)>.png", b"\x89PNG")},
+    )
     assert response.status_code == 200
     html = response.json()["html"]
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in html and "<img" not in html

@@ -36,14 +36,34 @@ def test_it_escapes_every_displayed_field(owner, owner_client):
         status="failed", last_error=f"550 {XSS}", wait_reason=XSS,
     )
     Recipient.objects.filter(message=message).update(
-        status="failed", code=550, enhanced="5.1.1", text=f"No such user {XSS}", reason=f"Why {XSS}",
+        status="failed",
+        code=550,
+        enhanced="5.1.1",
+        text=f"No such user {XSS}",
+        reason=f"Why {XSS}",
     )
-    add_attempt(message, reply_code=550, reply_enhanced="5.1.1", reply_text=f"Nope {XSS}",
-                transcript=f"S: 220 hello {XSS}\nC: EHLO x")
-    for url in ["/", "/accounts/", f"/accounts/{account.pk}/", f"/accounts/{account.pk}/edit/",
-                "/drafts/", f"/drafts/{draft.pk}/", "/compose/", "/outbox/", "/outbox/?tab=failed",
-                f"/messages/{message.pk}/", f"/messages/{message.pk}/status/", f"/outbox/?q={quote(XSS)}&date_from=x",
-                f"/outbox/live/?ids={message.pk}"]:
+    add_attempt(
+        message,
+        reply_code=550,
+        reply_enhanced="5.1.1",
+        reply_text=f"Nope {XSS}",
+        transcript=f"S: 220 hello {XSS}\nC: EHLO x",
+    )
+    for url in [
+        "/",
+        "/accounts/",
+        f"/accounts/{account.pk}/",
+        f"/accounts/{account.pk}/edit/",
+        "/drafts/",
+        f"/drafts/{draft.pk}/",
+        "/compose/",
+        "/outbox/",
+        "/outbox/?tab=failed",
+        f"/messages/{message.pk}/",
+        f"/messages/{message.pk}/status/",
+        f"/outbox/?q={quote(XSS)}&date_from=x",
+        f"/outbox/live/?ids={message.pk}",
+    ]:
         _assert_escaped(owner_client.get(url))
 
 

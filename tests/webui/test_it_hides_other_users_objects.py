@@ -5,14 +5,18 @@ from mailer.models import Draft, OutboxMessage, SmtpAccount
 from tests.webui.urls import object_get_urls, object_post_urls
 
 
-def test_it_answers_404_to_a_stranger_on_every_object_page(stranger_client, account, draft, message):
+def test_it_answers_404_to_a_stranger_on_every_object_page(
+    stranger_client, account, draft, message
+):
     for url in object_get_urls(account, draft, message):
         assert stranger_client.get(url).status_code == 404, url
 
 
 def test_it_answers_404_to_a_stranger_on_every_action(stranger_client, account, draft, message):
     for url in object_post_urls(account, draft, message):
-        assert stranger_client.post(url, {"subject": "hijacked", "label": "x"}).status_code == 404, url
+        assert (
+            stranger_client.post(url, {"subject": "hijacked", "label": "x"}).status_code == 404
+        ), url
     assert SmtpAccount.objects.filter(pk=account.pk, label="Work").exists()
     assert Draft.objects.filter(pk=draft.pk, subject="Quarterly report").exists()
     assert OutboxMessage.objects.filter(pk=message.pk, status=message.status).exists()

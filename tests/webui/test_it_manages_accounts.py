@@ -72,13 +72,17 @@ def test_it_offers_the_provider_presets(owner_client):
 
 
 def test_a_form_with_errors_says_the_password_must_be_typed_again(owner_client, account):
-    response = owner_client.post("/accounts/new/", {**FORM, "label": "Work", "secret": "typed-pw-77"})
+    response = owner_client.post(
+        "/accounts/new/", {**FORM, "label": "Work", "secret": "typed-pw-77"}
+    )
     body = response.content.decode()
     assert response.status_code == 400
     assert "typed-pw-77" not in body  # never rendered back into the page
     assert "Type the password again" in body
     # Nothing typed, nothing to retype: no such line.
-    body = owner_client.post("/accounts/new/", {**FORM, "label": "Work", "secret": ""}).content.decode()
+    body = owner_client.post(
+        "/accounts/new/", {**FORM, "label": "Work", "secret": ""}
+    ).content.decode()
     assert "Type the password again" not in body
 
 

@@ -15,8 +15,14 @@ def test_it_explains_each_recipient_and_attempt(owner, owner_client, account):
         status="accepted", code=250, enhanced="2.1.5", text="Recipient OK")
     # As delivery stores it: the server's own words, and apart from them the plain words.
     Recipient.objects.filter(message=message, address="nobody@example.org").update(
-        status="failed", code=550, enhanced="5.1.1", text="No such user here",
-        reason=services.explain(550, "5.1.1", "No such user here", phase="rcpt", server_words=False))
+        status="failed",
+        code=550,
+        enhanced="5.1.1",
+        text="No such user here",
+        reason=services.explain(
+            550, "5.1.1", "No such user here", phase="rcpt", server_words=False
+        ),
+    )
     add_attempt(message, outcome="partial", reply_code=250, reply_text="Ok: queued as Q1",
                 transcript="S: 220 mx ESMTP\nC: AUTH PLAIN ********\nS: 235 2.7.0 OK")
     body = owner_client.get(f"/messages/{message.pk}/").content.decode()
@@ -47,14 +53,22 @@ def _recipient_row(body: str, address: str) -> str:
 
 def test_it_explains_bad_credentials_and_certificates(owner, owner_client, account):
     message = make_message(owner, account, status="deferred")
-    add_attempt(message, outcome="deferred", reply_code=535, reply_enhanced="5.7.8",
-                reply_text="Authentication credentials invalid")
+    add_attempt(
+        message,
+        outcome="deferred",
+        reply_code=535,
+        reply_enhanced="5.7.8",
+        reply_text="Authentication credentials invalid",
+    )
     add_attempt(message, outcome="deferred", error_class="SMTPCertificateError")
     body = owner_client.get(f"/messages/{message.pk}/").content.decode()
     assert "refused the username or password" in body
     assert "<q>535 5.7.8 Authentication credentials invalid</q>" in body
     assert body.count("Authentication credentials invalid") == 1
-    assert "certificate could not be verified" in body and "add the server&#x27;s CA certificate" in body
+    assert (
+        "certificate could not be verified" in body
+        and "add the server&#x27;s CA certificate" in body
+    )
     assert "Next attempt" in body and "Cancel sending" in body
 
 
@@ -66,12 +80,17 @@ def test_it_explains_an_unknown_outcome_with_send_again(owner, owner_client, acc
 
 
 def test_it_shows_the_text_and_the_sandboxed_html_body(owner, owner_client, account):
-    message = make_message(owner, account, body_text="Plain words.", body_html="<p>Rich <b>words</b></p>")
+    message = make_message(
+        owner, account, body_text="Plain words.", body_html="<p>Rich <b>words</b></p>"
+    )
     body = owner_client.get(f"/messages/{message.pk}/").content.decode()
     assert "Plain words." in body
     assert f'src="/messages/{message.pk}/body.html"' in body
     assert "<b>words</b>" not in body  # the HTML only ever renders inside the iframe
-    assert "<p>Rich <b>words</b></p>" in owner_client.get(f"/messages/{message.pk}/body.html").content.decode()
+    assert (
+        "<p>Rich <b>words</b></p>"
+        in owner_client.get(f"/messages/{message.pk}/body.html").content.decode()
+    )
 
 
 def test_it_downloads_the_eml_with_its_attachments(owner_client, message):

@@ -35,7 +35,9 @@ def _click_and_run(client, account):
     return client.get(f"/accounts/{account.pk}/").content.decode()
 
 
-def test_it_shows_the_verdict_capabilities_and_transcript(owner_client, account, smtp_server_factory):
+def test_it_shows_the_verdict_capabilities_and_transcript(
+    owner_client, account, smtp_server_factory
+):
     server = smtp_server_factory(security="starttls", accounts={"owen": SECRET})
     _point_at(account, server)
     body = _click_and_run(owner_client, account)
@@ -60,7 +62,9 @@ def test_it_says_in_plain_words_why_the_login_failed(owner_client, account, smtp
     assert SECRET not in body
 
 
-def test_the_live_part_answers_alone_and_stops_polling_when_done(owner_client, account, smtp_server_factory):
+def test_the_live_part_answers_alone_and_stops_polling_when_done(
+    owner_client, account, smtp_server_factory
+):
     server = smtp_server_factory(security="starttls", accounts={"owen": SECRET})
     _point_at(account, server)
     owner_client.post(f"/accounts/{account.pk}/check/")
@@ -82,7 +86,9 @@ def test_a_second_click_while_one_waits_starts_no_other(owner_client, account):
 def test_a_check_no_worker_took_says_so_after_the_deadline(owner_client, account):
     owner_client.post(f"/accounts/{account.pk}/check/")
     check = AccountCheck.objects.get(account=account)
-    AccountCheck.objects.filter(pk=check.pk).update(created_at=check.created_at - timedelta(seconds=6))
+    AccountCheck.objects.filter(pk=check.pk).update(
+        created_at=check.created_at - timedelta(seconds=6)
+    )
     body = owner_client.get(f"/accounts/{account.pk}/").content.decode()
     assert "It did not work." in body and "No worker started the test within 5 s" in body
     assert "check/status/" not in body

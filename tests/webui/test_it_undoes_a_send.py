@@ -19,12 +19,21 @@ def test_it_offers_undo_within_the_hold_and_brings_the_draft_back(owner, owner_c
     message = OutboxMessage.objects.get()
     assert response["Location"] == f"/messages/{message.pk}/"
     page = owner_client.get(response["Location"]).content.decode()
-    assert "Undo" in page and "data-undo-until" in page and "Sending in <strong data-undo-seconds>30<" in page
+    assert (
+        "Undo" in page
+        and "data-undo-until" in page
+        and "Sending in <strong data-undo-seconds>30<" in page
+    )
 
     response = owner_client.post(f"/messages/{message.pk}/undo/")
     back = Draft.objects.get(owner=owner)
     assert response["Location"] == f"/drafts/{back.pk}/"
-    assert (back.subject, back.to, back.cc, back.body_text) == ("Oops", draft.to, draft.cc, "Hello.")
+    assert (back.subject, back.to, back.cc, back.body_text) == (
+        "Oops",
+        draft.to,
+        draft.cc,
+        "Hello.",
+    )
     assert list(back.attachments.values_list("filename", flat=True)) == ["plan.txt"]
     assert not OutboxMessage.objects.exists()
 

@@ -35,11 +35,16 @@ def test_the_list_does_not_poll_when_nothing_is_in_flight(owner, owner_client, a
 
 def test_the_poll_returns_each_row_out_of_band_and_narrows_to_what_is_still_in_flight(
         owner, owner_client, account):
-    first, second = make_message(owner, account, subject="First"), make_message(owner, account, subject="Second")
+    first, second = (
+        make_message(owner, account, subject="First"),
+        make_message(owner, account, subject="Second"),
+    )
     OutboxMessage.objects.filter(pk=first.pk).update(status="sent")
     body = owner_client.get(f"/outbox/live/?ids={first.pk},{second.pk}").content.decode()
     for m, status in ((first, "sent"), (second, "queued")):
-        assert re.search(rf'<tr id="message-row-{m.pk}" data-status="{status}" hx-swap-oob="true">', body)
+        assert re.search(
+            rf'<tr id="message-row-{m.pk}" data-status="{status}" hx-swap-oob="true">', body
+        )
     assert f'hx-get="/outbox/live/?ids={second.pk}"' in _poller(body)
 
     OutboxMessage.objects.filter(pk=second.pk).update(status="sent")

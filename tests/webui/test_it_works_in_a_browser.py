@@ -128,7 +128,10 @@ def test_it_adds_an_account_sends_with_attachments_and_shows_it_sent(page, smtp,
     with page.expect_download() as download:
         page.get_by_role("link", name="Download .eml").click()
     eml = message_from_bytes(download.value.path().read_bytes())
-    assert [p.get_filename() for p in eml.walk() if p.get_filename()] == ["report.txt", "figures.csv"]
+    assert [p.get_filename() for p in eml.walk() if p.get_filename()] == [
+        "report.txt",
+        "figures.csv",
+    ]
 
     page.goto("/outbox/")
     screenshot(page, "outbox")

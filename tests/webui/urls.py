@@ -3,8 +3,12 @@
 
 def object_get_urls(account, draft, message) -> list[str]:
     return [
-        f"/accounts/{account.pk}/", f"/accounts/{account.pk}/edit/", f"/drafts/{draft.pk}/",
-        f"/messages/{message.pk}/", f"/messages/{message.pk}/status/", f"/messages/{message.pk}/body.html",
+        f"/accounts/{account.pk}/",
+        f"/accounts/{account.pk}/edit/",
+        f"/drafts/{draft.pk}/",
+        f"/messages/{message.pk}/",
+        f"/messages/{message.pk}/status/",
+        f"/messages/{message.pk}/body.html",
         f"/messages/{message.pk}/download.eml",
     ]
 
@@ -24,5 +28,7 @@ def post_only_urls(account, draft, message) -> list[str]:
 def object_post_urls(account, draft, message) -> list[str]:
     """POST URLs that name an object (all but logout and autosave), plus the forms."""
     return [
-        u for u in post_only_urls(account, draft, message) if u not in ("/logout/", "/compose/autosave/")
+        u
+        for u in post_only_urls(account, draft, message)
+        if u not in ("/logout/", "/compose/autosave/")
     ] + [f"/accounts/{account.pk}/edit/", f"/drafts/{draft.pk}/"]

@@ -85,8 +85,15 @@ def outbox_row(m, oob: bool = False) -> str:
         '  <td class="opt">{account}</td>\n'
         '  <td class="nowrap muted small">{when}</td>\n'
         "</tr>",
-        pk=m.pk, status=m.status, split=split_words, oob=mark_safe(' hx-swap-oob="true"') if oob else "",
-        label=m.get_status_display(), url=message_url(m.pk),
-        subject=m.subject or "(no subject)", next_try=next_try, to=m.to_display,
-        account=getattr(m, "account_label", "") or "—", when=when,
+        pk=m.pk,
+        status=m.status,
+        split=split_words,
+        oob=mark_safe(' hx-swap-oob="true"') if oob else "",
+        label=m.get_status_display(),
+        url=message_url(m.pk),
+        subject=m.subject or "(no subject)",
+        next_try=next_try,
+        to=m.to_display,
+        account=getattr(m, "account_label", "") or "—",
+        when=when,
     )

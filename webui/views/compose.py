@@ -107,7 +107,9 @@ def compose(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if request.method != "POST":
         form = ComposeForm(instance=draft, owner=request.user,
                            initial={"draft": draft.pk, **_prefill(request)})
-        return _render_compose(request, form, draft, list(draft.attachments.all()) if draft.pk else [])
+        return _render_compose(
+            request, form, draft, list(draft.attachments.all()) if draft.pk else []
+        )
 
     form = ComposeForm(request.POST, instance=draft, owner=request.user)
     with transaction.atomic():

@@ -200,7 +200,9 @@ def outbox_live(request: HttpRequest) -> HttpResponse:
         ids = []
     rows = list(
         OutboxMessage.objects.filter(owner=request.user, pk__in=ids)
-        .select_related("account").only(*ROW_FIELDS, "account__label").order_by("-created_at", "-id")
+        .select_related("account")
+        .only(*ROW_FIELDS, "account__label")
+        .order_by("-created_at", "-id")
     )
     _add_splits(rows)
     for message in rows:
