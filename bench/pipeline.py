@@ -176,14 +176,14 @@ def _without(names: list[str]) -> None:
 
     from django.db import connection
 
-    from mailer import counts, mime, tasks
+    from mailer import counts, headers, mime, wakeups
 
     if "wake-flags" in names:
-        tasks._raise_flag = lambda account_id: True  # ring always; nobody gathers
+        wakeups.raise_flag = lambda account_id: True  # ring always; nobody gathers
     if "header-cache" in names:
-        mime._POLICY_SMTP = mime._POLICY_SMTP.clone(header_factory=HeaderRegistry())
-        mime._POLICY_SMTPUTF8 = mime._POLICY_SMTPUTF8.clone(header_factory=HeaderRegistry())
-        mime._address_header = mime._address_header.__wrapped__
+        headers.POLICY_SMTP = headers.POLICY_SMTP.clone(header_factory=HeaderRegistry())
+        headers.POLICY_SMTPUTF8 = headers.POLICY_SMTPUTF8.clone(header_factory=HeaderRegistry())
+        headers.address_header = headers.address_header.__wrapped__
         mime.validate_address = mime.validate_address.__wrapped__
     if "status-counters" in names:
         counts.uninstall(connection)

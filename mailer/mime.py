@@ -13,8 +13,7 @@ import functools
 import mimetypes
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy as email_policy
-from email.headerregistry import Address, HeaderRegistry
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
 
@@ -24,6 +23,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from email_validator import EmailNotValidError, validate_email
 
+from mailer import headers
 from mailer.validators import control_character, has_line_break
 
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
@@ -38,42 +38,6 @@ FIELD_NAMES = {
 }
 
 
-class _HeaderClasses(HeaderRegistry):
-    """The stdlib registry, minus work that gives the same answer every time.
-
-    The stdlib's ``__getitem__`` builds a new class with ``type()`` on every header set,
-    read or folded — about a third of the cost of building a small message — and the
-    classes it builds are all alike, so one per header name serves every message. And the
-    MIME headers the stdlib sets itself (``Content-Type: text/plain; charset="utf-8"``,
-    ``MIME-Version: 1.0`` …) are parsed once per distinct value, not once per message:
-    a header object depends only on its name and value and is never changed after it is
-    made, so messages can share it."""
-
-    _SHARED = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._made: dict[str, type] = {}
-        self._shared = functools.lru_cache(maxsize=256)(super().__call__)
-
-    def __getitem__(self, name: str) -> type:
-        key = name.lower()
-        made = self._made.get(key)
-        if made is None:
-            made = self._made[key] = super().__getitem__(name)
-        return made
-
-    def __call__(self, name: str, value):
-        if isinstance(value, str) and name.lower() in self._SHARED:
-            return self._shared(name, str(value))
-        return super().__call__(name, value)
-
-
-# The stdlib policies with that registry; the same policies otherwise, so the same bytes.
-_POLICY_SMTP = email_policy.SMTP.clone(header_factory=_HeaderClasses())
-_POLICY_SMTPUTF8 = email_policy.SMTPUTF8.clone(header_factory=_HeaderClasses())
-
-
 @dataclass(frozen=True)
 class ParsedAddress:
     display_name: str
@@ -83,15 +47,6 @@ class ParsedAddress:
     def header_address(self) -> Address:
         username, _, domain = self.address.rpartition("@")
         return Address(display_name=self.display_name, username=username, domain=domain)
-
-
-@functools.lru_cache(maxsize=1024)
-def _address_header(policy, name: str, addresses: tuple[ParsedAddress, ...]):
-    """The header object for an address field, made once per distinct value: the same
-    account's From and the same recipients come back message after message, and parsing
-    an address header is most of the cost of setting it. The key is the exact value, so
-    an account whose name or address changes gets a new header."""
-    return policy.header_factory(name, [a.header_address() for a in addresses])
 
 
 @dataclass
@@ -131,7 +86,7 @@ def check_header_value(value: str, name: str, errors: dict[str, list[str]], key:
 email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)  # part of the header cache: see mailer.headers
 def validate_address(raw: str) -> tuple[str, bool]:
     """Return (normalized address, needs SMTPUTF8) or raise ``EmailNotValidError``.
 
@@ -264,14 +219,14 @@ def build_message(
     )
     smtputf8 = sender_utf8 or any(a.smtputf8 for lst in parsed.values() for a in lst)
     # SMTPUTF8 (RFC 6532) lets headers carry raw UTF-8; otherwise RFC 2047 encoded words.
-    pol = _POLICY_SMTPUTF8 if smtputf8 else _POLICY_SMTP
+    pol = headers.POLICY_SMTPUTF8 if smtputf8 else headers.POLICY_SMTP
     msg = EmailMessage(policy=pol)
-    msg["From"] = _address_header(
+    msg["From"] = headers.address_header(
         pol, "From", (ParsedAddress(account.from_name, sender, sender_utf8),)
     )
     for key, name in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
         if parsed[key]:
-            msg[name] = _address_header(pol, name, tuple(parsed[key]))
+            msg[name] = headers.address_header(pol, name, tuple(parsed[key]))
     msg["Subject"] = subject
     # A datetime, not its text: the header formats it with format_datetime either way, and
     # is spared parsing the text back.

@@ -8,10 +8,9 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_process_shutdown
-from django.conf import settings
 from django.db import transaction
 
-from mailer import counts, delivery, rediskeys, services
+from mailer import counts, delivery, services, wakeups
 
 log = logging.getLogger("mailer.tasks")
 
@@ -76,8 +75,8 @@ def publish(message_id: int, *, account_id: int | None = None) -> None:
     """Send the wake-up. With ``account_id`` (and Redis), wake-ups coalesce per account:
     while one for the account waits in the queue, its drain not yet started, another
     send adds nothing, since that drain will claim this message too (``delivery.drain``
-    lowers the flag before its first claim; see ``flag_raised``)."""
-    if account_id is not None and not _raise_flag(account_id):
+    lowers the flag before its first claim; see ``mailer.wakeups``)."""
+    if account_id is not None and not wakeups.raise_flag(account_id):
         return
     try:
         # One quick retry (a pooled broker connection may just have been reset), not
@@ -88,54 +87,4 @@ def publish(message_id: int, *, account_id: int | None = None) -> None:
         log.warning("could not wake a worker for message %s (%s); the sweeper will send it",
                     message_id, exc)
         if account_id is not None:
-            lower_flag(account_id)
-
-
-# --- the per-account wake-up flag ------------------------------------------------------------
-#
-# A key in Redis, set (SET NX) by the publish that rings for an account and deleted by the
-# drain it starts, before that drain's first claim. A send that finds the flag set commits
-# its message before that claim runs (its commit came before the publish), so the pending
-# drain sees it: no wake-up is needed. One that finds the flag cleared rings again. The
-# flag expires after MAILROOM_SWEEP_SECONDS, so a wake-up lost in the broker delays an
-# account's mail by that at most before sends ring again (and the sweeper finds the
-# messages meanwhile). Without Redis (the embedded default) every send rings.
-
-
-def _flag_key(account_id: int) -> str:
-    return rediskeys.key("wake", account_id)
-
-
-def _raise_flag(account_id: int) -> bool:
-    """True when this publish must ring (the flag was down, or cannot be asked)."""
-    client = rediskeys.client()
-    if client is None:
-        return True
-    try:
-        ttl = max(1, int(settings.MAILROOM_SWEEP_SECONDS))
-        return bool(client.set(_flag_key(account_id), b"1", nx=True, ex=ttl))
-    except rediskeys.errors():
-        return True  # Redis is down: ring; a duplicate wake-up is harmless
-
-
-def lower_flag(account_id: int) -> None:
-    """A drain of the account starts claiming: from now on a send must ring again."""
-    client = rediskeys.client()
-    if client is None:
-        return
-    try:
-        client.delete(_flag_key(account_id))
-    except rediskeys.errors():
-        pass  # the flag expires by itself; until then the sweeper covers the account
-
-
-def flag_raised(account_id: int) -> bool:
-    """Whether a wake-up for the account is waiting (False without Redis, or when Redis
-    cannot be asked)."""
-    client = rediskeys.client()
-    if client is None:
-        return False
-    try:
-        return bool(client.exists(_flag_key(account_id)))
-    except rediskeys.errors():
-        return False
+            wakeups.lower_flag(account_id)

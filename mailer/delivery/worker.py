@@ -9,7 +9,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from mailer import quotas
+from mailer import quotas, wakeups
 from mailer.delivery import attempt as attempts
 from mailer.delivery.claiming import claim, claim_batch, give_back
 from mailer.delivery.recording import record, release_for_quota
@@ -99,12 +99,10 @@ def _gather(account_id: int) -> None:
     task, the claim and the final empty claim for one message). Other wake-ups (the
     sweeper's, or every send's without Redis) do not wait: nothing gathers behind them.
     The flag is lowered before the first claim: a send committed from then on rings again
-    (``tasks.publish``)."""
-    from mailer import tasks
-
-    if tasks.flag_raised(account_id):
+    (``mailer.wakeups``)."""
+    if wakeups.flag_raised(account_id):
         time.sleep(float(settings.MAILROOM_DRAIN_GATHER_SECONDS))
-    tasks.lower_flag(account_id)
+    wakeups.lower_flag(account_id)
 
 
 def _log(message, account, outcome, started) -> None:

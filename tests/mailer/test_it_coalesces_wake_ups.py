@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 from django.db import connection
 
-from mailer import delivery, rediskeys, tasks
+from mailer import delivery, rediskeys, tasks, wakeups
 from tests.conftest import TEST_REDIS_URL, redis_answers, require_service
 from tests.mailer.base import make_account, send
 
@@ -51,12 +51,12 @@ def test_sends_ring_once_until_the_drain_starts(owner, account, server, flags, r
                                                 django_capture_on_commit_callbacks):
     first = _send(owner, account, django_capture_on_commit_callbacks, subject="one")
     _send(owner, account, django_capture_on_commit_callbacks, subject="two")
-    assert rung.call_count == 1 and tasks.flag_raised(account.pk)
+    assert rung.call_count == 1 and wakeups.flag_raised(account.pk)
     assert rung.call_args.args[0] == (first.pk,)
 
     # The one wake-up's drain takes both, and lowers the flag before claiming.
     assert delivery.drain(first.pk) == ["sent", "sent"]
-    assert not tasks.flag_raised(account.pk)
+    assert not wakeups.flag_raised(account.pk)
     assert len(server.received) == 2
 
     _send(owner, account, django_capture_on_commit_callbacks, subject="three")
@@ -80,10 +80,10 @@ def test_a_failed_publish_lowers_the_flag(owner, account, flags, rung,
 
     rung.side_effect = OperationalError("Connection refused")
     _send(owner, account, django_capture_on_commit_callbacks)
-    assert not tasks.flag_raised(account.pk)  # the next send tries again
+    assert not wakeups.flag_raised(account.pk)  # the next send tries again
     rung.side_effect = None
     _send(owner, account, django_capture_on_commit_callbacks)
-    assert rung.call_count == 2 and tasks.flag_raised(account.pk)
+    assert rung.call_count == 2 and wakeups.flag_raised(account.pk)
 
 
 @pytest.mark.services
@@ -93,7 +93,7 @@ def test_a_drain_that_runs_out_of_time_rings_for_the_rest(owner, account, server
     message = _send(owner, account, django_capture_on_commit_callbacks)
     settings.MAILROOM_DRAIN_SECONDS = 0
     assert delivery.drain(message.pk) == []
-    assert rung.call_count == 2 and tasks.flag_raised(account.pk)
+    assert rung.call_count == 2 and wakeups.flag_raised(account.pk)
 
 
 def test_without_redis_every_send_rings(owner, account, settings, rung,
@@ -101,7 +101,7 @@ def test_without_redis_every_send_rings(owner, account, settings, rung,
     settings.MAILROOM_REDIS_URL = ""  # the embedded default
     for _ in range(3):
         _send(owner, account, django_capture_on_commit_callbacks)
-    assert rung.call_count == 3 and not tasks.flag_raised(account.pk)
+    assert rung.call_count == 3 and not wakeups.flag_raised(account.pk)
 
 
 @pytest.mark.services
@@ -127,7 +127,7 @@ def test_mail_sent_while_the_worker_gathers_joins_its_batch(owner, account, serv
 
     assert rung.call_count == 1  # one wake-up for four messages
     assert outcomes == ["sent"] * 4 and len(server.received) == 4
-    assert not tasks.flag_raised(account.pk)
+    assert not wakeups.flag_raised(account.pk)
 
 
 def test_a_wake_up_without_the_flag_does_not_wait(owner, account, server, settings,
