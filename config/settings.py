@@ -333,6 +333,36 @@ MAILROOM_CHECKS_PER_MINUTE = env.int("MAILROOM_CHECKS_PER_MINUTE", default=5)
 MAILROOM_THROTTLE_SECONDS = env.int("MAILROOM_THROTTLE_SECONDS", default=60)
 MAILROOM_THROTTLE_WINDOW_SECONDS = env.int("MAILROOM_THROTTLE_WINDOW_SECONDS", default=3600)
 
+# "Sign in with …" (mailer.oauth.providers): the apps registered at Google and Microsoft
+# (README, "Sign in with Google or Microsoft"), and any OpenID Connect provider by issuer.
+# With no client id set, the option does not appear.
+MAILROOM_OAUTH_GOOGLE_CLIENT_ID = env.str("MAILROOM_OAUTH_GOOGLE_CLIENT_ID", default="")
+MAILROOM_OAUTH_GOOGLE_CLIENT_SECRET = env.str("MAILROOM_OAUTH_GOOGLE_CLIENT_SECRET", default="")
+MAILROOM_OAUTH_MICROSOFT_CLIENT_ID = env.str("MAILROOM_OAUTH_MICROSOFT_CLIENT_ID", default="")
+MAILROOM_OAUTH_MICROSOFT_CLIENT_SECRET = env.str(
+    "MAILROOM_OAUTH_MICROSOFT_CLIENT_SECRET", default=""
+)
+MAILROOM_OAUTH_MICROSOFT_TENANT = env.str("MAILROOM_OAUTH_MICROSOFT_TENANT", default="common")
+MAILROOM_OAUTH_PROVIDERS = [n.strip() for n in env.list("MAILROOM_OAUTH_PROVIDERS", default=[])]
+MAILROOM_OAUTH_GENERIC = {
+    name: {
+        field: os.environ[f"MAILROOM_OAUTH_{name.upper()}_{field}"]
+        for field in ("ISSUER", "CLIENT_ID", "CLIENT_SECRET", "LABEL", "SCOPES", "SMTP_HOST",
+                      "SMTP_PORT", "SMTP_SECURITY")
+        if f"MAILROOM_OAUTH_{name.upper()}_{field}" in os.environ
+    }
+    for name in MAILROOM_OAUTH_PROVIDERS
+}
+# One request to a provider (token, discovery, keys) ends within this many seconds; an
+# access token is refreshed when it has less than MAILROOM_OAUTH_REFRESH_MARGIN_SECONDS
+# left; a worker refreshing an account holds its lease for MAILROOM_OAUTH_LEASE_SECONDS at
+# most (longer than a request can take, so no two workers ever use one refresh token).
+MAILROOM_OAUTH_HTTP_TIMEOUT = env.float("MAILROOM_OAUTH_HTTP_TIMEOUT", default=10.0)
+MAILROOM_OAUTH_REFRESH_MARGIN_SECONDS = env.float(
+    "MAILROOM_OAUTH_REFRESH_MARGIN_SECONDS", default=120.0
+)
+MAILROOM_OAUTH_LEASE_SECONDS = env.float("MAILROOM_OAUTH_LEASE_SECONDS", default=30.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

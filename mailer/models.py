@@ -428,3 +428,30 @@ class AccountCheck(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.EXPIRED)
+
+
+class OAuthToken(models.Model):
+    """An account's sign-in with an OAuth2 provider (``mailer.oauth``): the refresh token
+    and the current access token, both encrypted like every secret, never shown.
+
+    ``refreshing_until`` is the refresh lease: the one worker that set it (a conditional
+    UPDATE) asks the provider; the others wait for its result. The new access token and a
+    rotated refresh token are then written by one UPDATE, so no crash can keep one without
+    the other. ``revoked_at``: the provider refused the refresh token (invalid_grant); the
+    account is paused until the user reconnects."""
+
+    account = models.OneToOneField(SmtpAccount, on_delete=models.CASCADE, related_name="oauth")
+    provider = models.CharField(max_length=50)
+    subject = models.CharField(max_length=255)  # the provider's id of the user ("sub")
+    email = models.CharField(max_length=320)
+    refresh_encrypted = models.TextField()
+    access_encrypted = models.TextField(blank=True, default="")
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    refreshing_until = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider} sign-in of {self.email}"

@@ -213,6 +213,21 @@ RULES: tuple[Rule, ...] = (
          "destination policy). Check the account's host name, or ask the operator to allow "
          "the server. " + _RESUME,
          errors=("SMTPDestinationRefused",)),
+    # An account signed in with a provider (mailer.oauth.tokens): no token, no login.
+    Rule("oauth-revoked", Action.PAUSE_ACCOUNT,
+         "The provider no longer accepts Mailroom's sign-in for this account (access was "
+         "revoked, the password changed or consent was withdrawn). Click “Reconnect” on the "
+         "account page and sign in again; the account's mail waits until then.",
+         errors=("GrantRevoked",)),
+    Rule("oauth-client", Action.PAUSE_ACCOUNT,
+         "The provider refused Mailroom's own registration (its client id or secret), or "
+         "sign-in with it is no longer set up. Ask the operator to check Mailroom's OAuth "
+         "settings; the account's mail waits until then.",
+         errors=("ClientRejected",)),
+    Rule("oauth-unavailable", Action.DEFER,
+         "The provider's sign-in service did not answer properly, so Mailroom could not "
+         "renew the account's access. " + _ASK_AGAIN,
+         errors=("ProviderUnavailable",)),
     Rule("certificate", Action.PAUSE_ACCOUNT,
          "The server's certificate could not be verified, so Mailroom did not log in. Check the "
          "host name, or add the server's CA certificate to the account. " + _RESUME,

@@ -24,6 +24,7 @@ from mailer.models import (
     AccountCheck,
     Attachment,
     Draft,
+    OAuthToken,
     OutboxMessage,
     Recipient,
     SmtpAccount,
@@ -362,6 +363,51 @@ def add_account(user, account: SmtpAccount, *, make_default: bool = False) -> Sm
         if account.is_default and current is not None:
             SmtpAccount.objects.filter(owner=user, is_default=True).update(is_default=False)
         account.save()
+    return account
+
+
+def save_sign_in(user, provider, identity, *, account: SmtpAccount | None = None,
+                 label: str = "") -> SmtpAccount:
+    """Keep what a finished "Sign in with …" gave (``mailer.oauth.flow.Identity``): a new
+    account sending through the provider's SMTP server with XOAUTH2 as the address that
+    signed in, or — ``account`` given, "Reconnect" — that account's new tokens, which also
+    lifts its pause and releases its waiting mail. The tokens are stored encrypted; a
+    reconnect must be made as the same address (else nothing changes)."""
+    from mailer.oauth import tokens
+
+    if account is not None:
+        _own(user, account)
+        old = OAuthToken.objects.filter(account=account).first()
+        signed_in_as = old.email if old else account.username
+        if identity.email.lower() != signed_in_as.lower():
+            raise ValidationError(
+                f"You signed in to {provider.label} as {identity.email}, but this account "
+                f"sends as {signed_in_as}. Sign in as {signed_in_as}, or add a new account "
+                f"for {identity.email}."
+            )
+    with transaction.atomic():
+        if account is None:
+            account = SmtpAccount(
+                label=(label or f"{identity.email} ({provider.label})")[:100],
+                from_address=identity.email,
+                username=identity.email,
+                host=provider.smtp_host,
+                port=provider.smtp_port,
+                security=provider.smtp_security,
+                auth_mechanism=SmtpAccount.AuthMechanism.XOAUTH2,
+                # Only an operator who configured a provider's SMTP server without TLS (a
+                # closed network) gets a plaintext login: it is their setting.
+                allow_plaintext_auth=provider.smtp_security == SmtpAccount.Security.NONE,
+            )
+            add_account(user, account)
+        row = (OAuthToken.objects.select_for_update().filter(account=account).first()
+               or OAuthToken(account=account))
+        row.provider, row.subject, row.email = provider.key, identity.subject, identity.email
+        row.revoked_at = row.refreshing_until = None
+        tokens.store(row, identity.token)
+        row.save()
+    if account.paused_at is not None:
+        account = resume_account(user, account)
     return account
 
 

@@ -36,6 +36,7 @@ CA's PEM written only to pytest's temporary directory, never into the repository
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -278,9 +279,17 @@ class _Auth:
     """Checks credentials against ``accounts`` (user -> password, or access token for the
     OAuth mechanisms) and implements the mechanisms aiosmtpd lacks as ``auth_*`` hooks."""
 
-    def __init__(self, accounts: dict[str, str], handler: RecordingHandler) -> None:
+    def __init__(
+        self,
+        accounts: dict[str, str],
+        handler: RecordingHandler,
+        token_check: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.accounts = accounts
         self.handler = handler
+        #: For XOAUTH2/OAUTHBEARER: ``token_check(login, token)`` asks the token's issuer
+        #: (``tests.oauth``: its introspection endpoint) instead of ``accounts``.
+        self.token_check = token_check
 
     def scripted(self) -> str | None:
         rule = self.handler.match("auth", [])
@@ -329,7 +338,14 @@ class _Auth:
             gs2 = blob.decode().split("\x01", 1)[0]
             login = gs2.split("a=", 1)[1].rstrip(",") if "a=" in gs2 else ""
         token = fields.get("auth", "").removeprefix("Bearer ")
-        result = self.check(mech, login, token)
+        if self.token_check is not None:
+            self.handler.login_attempts.append((mech, login))
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self.token_check, login, token):
+                return AuthResult(success=True, auth_data=LoginPassword(login.encode(), b""))
+            result = AuthResult(success=False, handled=False)
+        else:
+            result = self.check(mech, login, token)
         if result.success or result.message:
             return result
         # Like Gmail: a 334 with a JSON error, then the final reply once the client answered.
@@ -419,6 +435,7 @@ def start_smtp_server(
     handler: RecordingHandler | None = None,
     pipelining: bool = True,
     data_size_limit: int | None = 33554432,
+    token_check: Callable[[str, str], bool] | None = None,
     **smtp_kwargs: Any,
 ) -> RunningServer:
     """Start an aiosmtpd server on 127.0.0.1 and a free port; call ``.stop()`` when done.
@@ -444,8 +461,12 @@ def start_smtp_server(
         "ident": "mailroom-test ESMTP",
         **smtp_kwargs,
     }
+    if token_check is not None and accounts is None:
+        accounts = {}
     if accounts is not None:
-        auth = handler._auth if isinstance(handler, _Handler) else _Auth(accounts, handler)
+        auth = getattr(handler, "_auth", None) or _Auth(accounts, handler)
+        auth.token_check = token_check or auth.token_check
+        handler._auth = auth  # the auth_* hooks of the handler delegate to it
         kwargs["authenticator"] = auth.authenticator
         kwargs["auth_require_tls"] = auth_require_tls
         all_mechs = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")

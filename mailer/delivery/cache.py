@@ -16,8 +16,10 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from mailer import destinations
+from mailer import destinations, oauth
 from mailer.models import SmtpAccount
+
+_TOKEN_MECHANISMS = (SmtpAccount.AuthMechanism.XOAUTH2,)
 
 
 def client_for(account: SmtpAccount, *, transcript: bool = True):
@@ -25,13 +27,21 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
     from mailer.smtp.client import SMTPClient
 
     use_auth = account.auth_mechanism != SmtpAccount.AuthMechanism.NONE and bool(account.username)
+    secret = None
+    if use_auth:
+        # Signed in with a provider: a current access token (refreshed here, in the
+        # worker, when it is about to expire); otherwise the stored password or token.
+        if account.auth_mechanism in _TOKEN_MECHANISMS:
+            secret = oauth.access_token(account)
+        if secret is None:
+            secret = account.get_secret()
     return SMTPClient(
         account.host,
         account.port,
         security=account.security,
         local_hostname=None,
         username=account.username if use_auth else None,
-        secret=account.get_secret() if use_auth else None,
+        secret=secret,
         auth_mechanism="auto" if account.auth_mechanism == "none" else account.auth_mechanism,
         allow_plaintext_auth=account.allow_plaintext_auth,
         verify=account.verify_tls,

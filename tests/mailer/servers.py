@@ -78,6 +78,9 @@ class _ScriptHandler(RecordingHandler):
             replies.pop(0)
         return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
+    async def auth_XOAUTH2(self, server, args):  # noqa: N802
+        return await self._auth.auth_XOAUTH2(server, args)
+
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self._stall("stall_data"):
             await asyncio.sleep(60)
@@ -99,11 +102,21 @@ class ScriptedSink:
     """``accounts`` ({login: password}) turns AUTH on, allowed without TLS."""
 
     def __init__(
-        self, script: Script | None = None, *, accounts: dict[str, str] | None = None
+        self,
+        script: Script | None = None,
+        *,
+        accounts: dict[str, str] | None = None,
+        token_check=None,
     ) -> None:
         self.script = script or Script()
         self.handler = _ScriptHandler(self.script)
-        options = {"accounts": accounts, "auth_require_tls": False} if accounts else {}
+        options: dict = {"auth_require_tls": False} if accounts or token_check else {}
+        if accounts:
+            options["accounts"] = accounts
+        if token_check is not None:
+            # XOAUTH2 tokens are checked with their issuer (tests.oauth): a stale one is
+            # really refused.
+            options["token_check"] = token_check
         self._running = start_smtp_server(handler=self.handler, enable_SMTPUTF8=True, **options)
         self.port = self._running.port
 
