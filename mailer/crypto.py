@@ -67,18 +67,23 @@ def rotate(token: str) -> str:
 
 
 def rotate_all() -> tuple[int, int]:
-    """Re-encrypt every account secret with the newest key. Returns (rotated, unreadable)."""
-    from mailer.models import SmtpAccount
+    """Re-encrypt every stored secret with the newest key: account passwords and OAuth2
+    tokens (refresh and access). Returns (rotated, unreadable), counted per secret."""
+    from mailer.models import OAuthToken, SmtpAccount
 
     rotated = unreadable = 0
-    for account in SmtpAccount.objects.exclude(secret_encrypted="").only("pk", "secret_encrypted"):
-        try:
-            new = rotate(account.secret_encrypted)
-        except SecretUnreadable:
-            unreadable += 1
-            continue
-        # Conditional on the old ciphertext: a secret changed meanwhile is left as it is.
-        rotated += SmtpAccount.objects.filter(
-            pk=account.pk, secret_encrypted=account.secret_encrypted
-        ).update(secret_encrypted=new)
+    for model, column in (
+        (SmtpAccount, "secret_encrypted"),
+        (OAuthToken, "refresh_encrypted"),
+        (OAuthToken, "access_encrypted"),
+    ):
+        for pk, old in model.objects.exclude(**{column: ""}).values_list("pk", column):
+            try:
+                new = rotate(old)
+            except SecretUnreadable:
+                unreadable += 1
+                continue
+            # Conditional on the old ciphertext: a secret changed meanwhile (a refresh, a
+            # new password) is left as it is; it was written with the newest key anyway.
+            rotated += model.objects.filter(pk=pk, **{column: old}).update(**{column: new})
     return rotated, unreadable
