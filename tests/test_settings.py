@@ -79,7 +79,9 @@ def test_it_defines_every_setting_once_with_its_default():
     env_example = (root / ".env.example").read_text()
     defined = set(re.findall(r"^(MAILROOM_[A-Z0-9_]+) = ", settings_py, re.M))
     read = set(re.findall(r"env\.\w+\(\s*\"(MAILROOM_[A-Z0-9_]+)\"", settings_py))
-    missing = sorted(n for n in used if n not in defined and n not in read)
+    # A name ending in "_" is the prefix of a family (MAILROOM_OAUTH_<NAME>_ISSUER …), read
+    # by settings.py under names it builds; .env.example must still describe the family.
+    missing = sorted(n for n in used if n not in defined and n not in read and n[-1] != "_")
     assert not missing, f"read in the code but not defined in config/settings.py: {missing}"
     unlisted = sorted(n for n in used if n not in env_example)
     assert not unlisted, f"not listed in .env.example: {unlisted}"
