@@ -19,8 +19,6 @@ from django.utils import timezone
 from mailer import destinations, oauth
 from mailer.models import SmtpAccount
 
-_TOKEN_MECHANISMS = (SmtpAccount.AuthMechanism.XOAUTH2,)
-
 
 def client_for(account: SmtpAccount, *, transcript: bool = True):
     """An unconnected ``SMTPClient`` configured from the account."""
@@ -31,7 +29,7 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
     if use_auth:
         # Signed in with a provider: a current access token (refreshed here, in the
         # worker, when it is about to expire); otherwise the stored password or token.
-        if account.auth_mechanism in _TOKEN_MECHANISMS:
+        if account.auth_mechanism == SmtpAccount.AuthMechanism.XOAUTH2:
             secret = oauth.access_token(account)
         if secret is None:
             secret = account.get_secret()

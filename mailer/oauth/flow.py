@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-import requests
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError as _AuthlibError
 from joserfc import jwt
@@ -21,7 +20,13 @@ from joserfc.jwk import KeySet
 
 from mailer.oauth import http
 from mailer.oauth.providers import Provider
-from mailer.oauth.tokens import ClientRejected, OAuthError, ProviderUnavailable, endpoints
+from mailer.oauth.tokens import (
+    ClientRejected,
+    OAuthError,
+    ProviderUnavailable,
+    endpoints,
+    transport_errors,
+)
 
 __all__ = ["Identity", "Started", "begin", "finish"]
 
@@ -63,12 +68,13 @@ def finish(provider: Provider, *, code: str, code_verifier: str, redirect_uri: s
     label = provider.label
     ends = endpoints(provider)
     try:
-        with http.session(provider, redirect_uri=redirect_uri) as session:
-            token = session.fetch_token(
-                ends["token_endpoint"], code=code, code_verifier=code_verifier,
-                grant_type="authorization_code", timeout=http.timeout(),
-            )
-            keys = _keys(session, ends["jwks_uri"], label)
+        with transport_errors(label, "Try again in a moment."):
+            with http.session(provider, redirect_uri=redirect_uri) as session:
+                token = session.fetch_token(
+                    ends["token_endpoint"], code=code, code_verifier=code_verifier,
+                    grant_type="authorization_code", timeout=http.timeout(),
+                )
+                keys = _keys(session, ends["jwks_uri"], label)
     except _AuthlibError as exc:
         if exc.error in ("invalid_client", "unauthorized_client"):
             raise ClientRejected(
@@ -78,12 +84,6 @@ def finish(provider: Provider, *, code: str, code_verifier: str, redirect_uri: s
         raise OAuthError(
             f"{label} did not accept the sign-in ({exc.error}): it may have taken too long "
             f"or been used twice. Start again with “Sign in with {label}”."
-        ) from None
-    except http.DestinationRefused as exc:
-        raise ClientRejected(exc.reason) from None
-    except (requests.RequestException, ValueError):
-        raise ProviderUnavailable(
-            f"{label}'s sign-in service did not answer properly. Try again in a moment."
         ) from None
     if not token.get("access_token") or not token.get("refresh_token"):
         raise OAuthError(

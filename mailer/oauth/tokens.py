@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -176,10 +178,11 @@ def _ask(provider, refresh_token: str, label: str) -> dict:
     """One refresh request; provider answers become :class:`OAuthError` subclasses."""
     url = endpoints(provider)["token_endpoint"]
     try:
-        with http.session(provider) as session:
-            token = session.refresh_token(
-                url, refresh_token=refresh_token, timeout=http.timeout()
-            )
+        with transport_errors(label, "Mailroom will try again later."):
+            with http.session(provider) as session:
+                token = session.refresh_token(
+                    url, refresh_token=refresh_token, timeout=http.timeout()
+                )
     except _AuthlibError as exc:
         if exc.error == "invalid_grant":
             raise GrantRevoked(_reconnect(label)) from None
@@ -192,19 +195,27 @@ def _ask(provider, refresh_token: str, label: str) -> dict:
         raise ProviderUnavailable(
             f"{label} could not renew the sign-in ({exc.error}). Mailroom will try again later."
         ) from None
-    except http.DestinationRefused as exc:
-        raise ClientRejected(exc.reason) from None
-    except (requests.RequestException, ValueError) as exc:
-        raise ProviderUnavailable(
-            f"{label}'s sign-in service did not answer properly ({_short(exc)}). Mailroom "
-            "will try again later."
-        ) from None
     if not isinstance(token, dict) or not token.get("access_token"):
         raise ProviderUnavailable(
             f"{label}'s sign-in service answered without an access token. Mailroom will try "
             "again later."
         )
     return dict(token)
+
+
+@contextmanager
+def transport_errors(label: str, then: str) -> Iterator[None]:
+    """Around a request to a provider: a destination the operator's policy refuses becomes
+    :class:`ClientRejected`; no answer, an HTTP error or a body that is not JSON becomes
+    :class:`ProviderUnavailable`, its words ending with ``then`` (what happens next)."""
+    try:
+        yield
+    except http.DestinationRefused as exc:
+        raise ClientRejected(exc.reason) from None
+    except (requests.RequestException, ValueError) as exc:
+        raise ProviderUnavailable(
+            f"{label}'s sign-in service did not answer properly ({_short(exc)}). {then}"
+        ) from None
 
 
 def _short(exc: Exception) -> str:
@@ -234,18 +245,11 @@ def _discover(provider) -> dict[str, str]:
     if cached is not None:
         return cached
     url = f"{provider.issuer}/.well-known/openid-configuration"
-    try:
+    with transport_errors(provider.label, "Mailroom will try again later."):
         with http.session(provider) as session:
             resp = session.get(url, timeout=http.timeout(), withhold_token=True)
             resp.raise_for_status()
             doc = resp.json()
-    except http.DestinationRefused as exc:
-        raise ClientRejected(exc.reason) from None
-    except (requests.RequestException, ValueError) as exc:
-        raise ProviderUnavailable(
-            f"{provider.label}'s sign-in service did not answer properly ({_short(exc)}). "
-            "Mailroom will try again later."
-        ) from None
     needed = ("authorization_endpoint", "token_endpoint", "jwks_uri", "issuer")
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), str) for k in needed):
         raise ProviderUnavailable(
