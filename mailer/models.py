@@ -455,3 +455,50 @@ class OAuthToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} sign-in of {self.email}"
+
+
+class OAuthSignIn(models.Model):
+    """One "Sign in with …" (``mailer.oauth.signins``), from the web or the command line:
+    a worker builds the provider's URL, the user signs in there, the provider sends the
+    browser back with a code, and a worker exchanges it and saves the account. ``state``
+    is bound to the user's session and works once; the PKCE verifier and the code are
+    kept encrypted, and wiped when the sign-in ends."""
+
+    class Status(models.TextChoices):
+        PREPARING = "preparing", "Preparing the sign-in"
+        AT_PROVIDER = "at_provider", "Waiting for you at the provider"
+        EXCHANGING = "exchanging", "Completing the sign-in"
+        DONE = "done", "Signed in"
+        FAILED = "failed", "Did not work"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oauth_sign_ins"
+    )
+    provider = models.CharField(max_length=50)
+    # "Reconnect": the account whose tokens the sign-in renews (None: a new account).
+    account = models.ForeignKey(
+        SmtpAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="sign_ins"
+    )
+    label = models.CharField(max_length=100, blank=True, default="")  # a new account's name
+    state = models.CharField(max_length=64, unique=True)
+    verifier_encrypted = models.TextField(blank=True, default="")
+    nonce = models.CharField(max_length=64)
+    redirect_uri = models.CharField(max_length=2000)
+    authorize_url = models.TextField(blank=True, default="")
+    code_encrypted = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PREPARING)
+    step_at = models.DateTimeField()  # when the current step began
+    claimed_at = models.DateTimeField(null=True, blank=True)  # a worker runs the step
+    message = models.TextField(blank=True, default="")  # plain words: what happened
+    result = models.ForeignKey(
+        SmtpAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "created_at"], name="oauthsignin_owner_created")]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)

@@ -24,6 +24,7 @@ from mailer.models import (
     AccountCheck,
     Attachment,
     Draft,
+    OAuthSignIn,
     OAuthToken,
     OutboxMessage,
     Recipient,
@@ -375,6 +376,12 @@ def save_sign_in(user, provider, identity, *, account: SmtpAccount | None = None
     reconnect must be made as the same address (else nothing changes)."""
     from mailer.oauth import tokens
 
+    if account is None:
+        # Signing in again as an address already connected renews that account rather
+        # than adding a second one for it.
+        account = SmtpAccount.objects.filter(
+            owner=user, oauth__provider=provider.key, oauth__email__iexact=identity.email
+        ).first()
     if account is not None:
         _own(user, account)
         old = OAuthToken.objects.filter(account=account).first()
@@ -388,7 +395,7 @@ def save_sign_in(user, provider, identity, *, account: SmtpAccount | None = None
     with transaction.atomic():
         if account is None:
             account = SmtpAccount(
-                label=(label or f"{identity.email} ({provider.label})")[:100],
+                label=_free_label(user, label or f"{identity.email} ({provider.label})"),
                 from_address=identity.email,
                 username=identity.email,
                 host=provider.smtp_host,
@@ -409,6 +416,16 @@ def save_sign_in(user, provider, identity, *, account: SmtpAccount | None = None
     if account.paused_at is not None:
         account = resume_account(user, account)
     return account
+
+
+def _free_label(user, wanted: str) -> str:
+    """``wanted``, or ``wanted (2)``… when the user already has an account of that name."""
+    taken = set(SmtpAccount.objects.filter(owner=user, label__startswith=wanted[:90])
+                .values_list("label", flat=True))
+    label, n = wanted[:100], 2
+    while label in taken:
+        label, n = f"{wanted[:90]} ({n})", n + 1
+    return label
 
 
 def set_default(user, account: SmtpAccount) -> SmtpAccount:
@@ -450,26 +467,27 @@ def delete_account(user, account: SmtpAccount) -> SmtpAccount | None:
 # --- connection checks: run by a worker, under one deadline -------------------------------
 
 
-def _check_deadline() -> float:
+def check_deadline() -> float:
     return float(settings.MAILROOM_CHECK_DEADLINE_SECONDS)
 
 
 # How long after its deadline a running check is given up for lost (its worker died).
-_CHECK_GRACE_SECONDS = 5.0
+CHECK_GRACE_SECONDS = 5.0
 
-_NO_WORKER = (
-    "No worker started the test within {deadline:g} s, so it was not run. Mailroom's "
+NO_WORKER = (
+    "No worker started the {what} within {deadline:g} s, so it was not run. Mailroom's "
     "background worker is probably not running or is busy: start it (python3 dev.py up "
-    "starts one; in production the `worker` service), then test again."
+    "starts one; in production the `worker` service), then try again."
 )
-_WORKER_LOST = (
-    "The worker running the test stopped before it finished (it may have been restarted). "
-    "Test again."
+WORKER_LOST = (
+    "The worker running the {what} stopped before it finished (it may have been restarted). "
+    "Try again."
 )
 
 
-def _rate_limit(user) -> None:
-    """At most MAILROOM_CHECKS_PER_MINUTE connection tests and test messages per user."""
+def rate_limit(user) -> None:
+    """At most MAILROOM_CHECKS_PER_MINUTE connection tests, test messages and "Sign in
+    with …" per user: each one sets a worker talking to a server."""
     limit = int(settings.MAILROOM_CHECKS_PER_MINUTE)
     since = timezone.now() - timedelta(minutes=1)
     started = [
@@ -479,11 +497,14 @@ def _rate_limit(user) -> None:
         *OutboxMessage.objects.filter(
             owner=user, subject=TEST_SUBJECT, created_at__gt=since
         ).values_list("created_at", flat=True),
+        *OAuthSignIn.objects.filter(owner=user, created_at__gt=since).values_list(
+            "created_at", flat=True
+        ),
     ]
     if len(started) >= limit:
         wait = max(1, round((min(started) + timedelta(minutes=1) - timezone.now()).total_seconds()))
         raise ActionNotAllowed(
-            f"You started {len(started)} connection tests and test messages in the last "
+            f"You started {len(started)} connection tests, test messages and sign-ins in the last "
             f"minute, the most Mailroom allows. Wait {wait} s and try again."
         )
 
@@ -498,7 +519,7 @@ def start_check(user, account: SmtpAccount) -> AccountCheck:
     current = latest_check(user, account)
     if current is not None and not current.is_finished:
         return current
-    _rate_limit(user)
+    rate_limit(user)
     with transaction.atomic():
         check = AccountCheck.objects.create(owner=user, account=account)
         tasks.wake_check(check.pk)
@@ -513,16 +534,17 @@ def latest_check(user, account: SmtpAccount) -> AccountCheck | None:
     if check is None or check.is_finished:
         return check
     now = timezone.now()
-    deadline = timedelta(seconds=_check_deadline())
-    grace = timedelta(seconds=_CHECK_GRACE_SECONDS)
+    deadline = timedelta(seconds=check_deadline())
+    grace = timedelta(seconds=CHECK_GRACE_SECONDS)
     if check.status == AccountCheck.Status.PENDING and now > check.created_at + deadline:
-        _expire(check, AccountCheck.Status.PENDING, _NO_WORKER.format(deadline=_check_deadline()))
+        _expire(check, AccountCheck.Status.PENDING,
+                NO_WORKER.format(deadline=check_deadline(), what="test"))
     elif (
         check.status == AccountCheck.Status.RUNNING
         and check.started_at is not None
         and now > check.started_at + deadline + grace
     ):
-        _expire(check, AccountCheck.Status.RUNNING, _WORKER_LOST)
+        _expire(check, AccountCheck.Status.RUNNING, WORKER_LOST.format(what="test"))
     return check
 
 
@@ -551,7 +573,7 @@ def run_check(check_id: int) -> AccountCheck | None:
     claimed = AccountCheck.objects.filter(
         pk=check_id,
         status=AccountCheck.Status.PENDING,
-        created_at__gt=now - timedelta(seconds=_check_deadline()),
+        created_at__gt=now - timedelta(seconds=check_deadline()),
     ).update(status=AccountCheck.Status.RUNNING, started_at=now)
     if not claimed:
         return None
@@ -576,7 +598,7 @@ def check_account(user, account: SmtpAccount, *, deadline: float | None = None) 
     from mailer.smtp import errors as smtp_errors
 
     _own(user, account)
-    limit = _check_deadline() if deadline is None else deadline
+    limit = check_deadline() if deadline is None else deadline
     client = delivery.client_for(account, transcript=True)
     client.connect_timeout = min(client.connect_timeout, limit)
     client.command_timeout = min(client.command_timeout, limit)
@@ -680,7 +702,7 @@ def send_test_message(user, account: SmtpAccount) -> OutboxMessage:
             "Fix its settings first (saving them, or a connection test that succeeds, resumes "
             "it), then send the test message."
         )
-    _rate_limit(user)
+    rate_limit(user)
     draft = Draft.objects.create(
         owner=user,
         account=account,

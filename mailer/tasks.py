@@ -43,6 +43,14 @@ def check_account(check_id: int) -> bool:
     return services.run_check(check_id) is not None
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def oauth_sign_in(sign_in_id: int) -> str | None:
+    """Run the next step of one "Sign in with …" (``mailer.oauth.signins.run``)."""
+    from mailer.oauth import signins
+
+    return signins.run(sign_in_id)
+
+
 @worker_process_shutdown.connect
 def _close_connections(**kwargs) -> None:
     delivery.connections.close_all()
@@ -62,11 +70,20 @@ QUICK_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
 def wake_check(check_id: int) -> None:
     """Hand a connection test to a worker once the current transaction commits. A broker
     that is down leaves the check waiting; its page says so after the deadline."""
+    _hand_over(check_account, check_id, "connection test")
+
+
+def wake_sign_in(sign_in_id: int) -> None:
+    """Hand the next step of a "Sign in with …" to a worker, as ``wake_check`` does."""
+    _hand_over(oauth_sign_in, sign_in_id, "sign-in")
+
+
+def _hand_over(task, pk: int, what: str) -> None:
     def send() -> None:
         try:
-            check_account.apply_async((check_id,), retry=True, retry_policy=QUICK_RETRY)
+            task.apply_async((pk,), retry=True, retry_policy=QUICK_RETRY)
         except Exception as exc:  # kombu raises several unrelated classes for a dead broker
-            log.warning("could not hand connection test %s to a worker (%s)", check_id, exc)
+            log.warning("could not hand %s %s to a worker (%s)", what, pk, exc)
 
     transaction.on_commit(send)
 

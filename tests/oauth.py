@@ -184,18 +184,41 @@ def start_oauth_server(
 # --- fixtures (a pytest plugin: tests/conftest.py) ------------------------------------------
 
 PROVIDER = "testidp"
+WEB_CALLBACK = "http://testserver/accounts/oauth/callback/"  # the test client's host
 
 
 @pytest.fixture(scope="module")
 def oauth_server(tmp_path_factory):
-    """The provider, with two users; access tokens live 2 s."""
+    """The provider, with two users; access tokens live 2 s. Registered way back: the
+    loopback callback (any port, RFC 8252) and the Django test client's."""
     server = start_oauth_server(
         tmp_path_factory.mktemp("oauth"),
+        redirect_uris=["http://127.0.0.1/oauth/callback/",
+                       "http://127.0.0.1/accounts/oauth/callback/", WEB_CALLBACK],
         users={"alice": {"email": "alice@example.test"}, "bob": {"email": "bob@example.test"}},
         access_seconds=2,
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sink(oauth_server):
+    """An SMTP test server that takes an XOAUTH2 token only if the provider says it is
+    live and issued to the login."""
+    from tests.mailer.servers import ScriptedSink
+
+    with ScriptedSink(token_check=oauth_server.token_check) as server:
+        yield server
+
+
+@pytest.fixture
+def provider(oauth_server, sink, settings):
+    """The provider configured in this process as "testidp", sending through ``sink``."""
+    from mailer.oauth import providers
+
+    configure(settings, oauth_server, sink.port)
+    return providers.get(PROVIDER)
 
 
 def provider_env(server: OAuthServer, smtp_port: int) -> dict[str, str]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webui.views import accounts, auth, compose, home, outbox, preferences
+from webui.views import accounts, auth, compose, home, oauth, outbox, preferences
 
 urlpatterns = [
     path("login/", auth.login, name="login"),
@@ -19,6 +19,10 @@ urlpatterns = [
          name="account_check_status"),
     path("accounts/<int:pk>/resume/", accounts.account_resume, name="account_resume"),
     path("accounts/<int:pk>/test-message/", accounts.account_send_test, name="account_send_test"),
+    # "Sign in with …" (OAuth2)
+    path("accounts/oauth/callback/", oauth.oauth_callback, name="oauth_callback"),
+    path("accounts/oauth/<int:pk>/", oauth.oauth_sign_in, name="oauth_sign_in"),
+    path("accounts/oauth/<slug:provider>/start/", oauth.oauth_start, name="oauth_start"),
     # Compose and drafts
     path("compose/", compose.compose, name="compose"),
     path("compose/autosave/", compose.autosave, name="autosave"),

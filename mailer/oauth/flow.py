@@ -1,10 +1,11 @@
 """The authorization-code flow with PKCE, both halves Mailroom plays in it.
 
-:func:`begin` makes the URL the browser is sent to, with a fresh ``state`` (bound by the
-caller to the user's session and popped on return, so it works once), a PKCE verifier and
-an OpenID Connect ``nonce``; nothing is sent anywhere. :func:`finish` (in a worker: it
-talks to the provider) exchanges the code for tokens, checks the ID token — signature
-from the provider's keys, issuer, audience, expiry and nonce — and returns who signed in.
+:func:`start` makes a fresh ``state`` (bound by the caller to the user's session and
+popped on return, so it works once), a PKCE verifier and an OpenID Connect ``nonce``;
+:func:`begin` the URL the browser is sent to with them (``mailer.oauth.signins`` runs it
+in a worker). :func:`finish` (in a worker: it talks to the provider) exchanges the code
+for tokens, checks the ID token — signature from the provider's keys, issuer, audience,
+expiry and nonce — and returns who signed in.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from mailer.oauth.tokens import (
     transport_errors,
 )
 
-__all__ = ["Identity", "Started", "begin", "finish"]
+__all__ = ["Identity", "Started", "begin", "finish", "start"]
 
 
 @dataclass(frozen=True)
 class Started:
-    url: str
+    """The secrets of one sign-in, made before the user leaves for the provider."""
+
     state: str
     code_verifier: str = field(repr=False)
     nonce: str
@@ -46,20 +48,26 @@ class Identity:
     token: dict = field(repr=False)  # access_token, refresh_token, expires_in / expires_at
 
 
-def begin(provider: Provider, redirect_uri: str, *, login_hint: str = "") -> Started:
-    """The authorization URL for ``provider``, and what :func:`finish` will need."""
-    verifier = generate_token(64)
-    nonce = secrets.token_urlsafe(24)
+def start() -> Started:
+    """Fresh ``state``, PKCE verifier and nonce for one sign-in (nothing is sent)."""
+    return Started(secrets.token_urlsafe(24), generate_token(64), secrets.token_urlsafe(24))
+
+
+def begin(provider: Provider, redirect_uri: str, started: Started, *,
+          login_hint: str = "") -> str:
+    """The authorization URL for ``provider``: where the browser goes to sign in. Reads a
+    generic provider's discovery document (outbound: a worker's job)."""
     authorize = endpoints(provider)["authorization_endpoint"]
     params = dict(provider.authorize_params)
     if login_hint:
         params["login_hint"] = login_hint
     with http.session(provider, scope=" ".join(provider.scopes), redirect_uri=redirect_uri,
                       code_challenge_method="S256") as session:
-        url, state = session.create_authorization_url(
-            authorize, code_verifier=verifier, nonce=nonce, **params
+        url, _state = session.create_authorization_url(
+            authorize, state=started.state, code_verifier=started.code_verifier,
+            nonce=started.nonce, **params
         )
-    return Started(url, state, verifier, nonce)
+    return url
 
 
 def finish(provider: Provider, *, code: str, code_verifier: str, redirect_uri: str,

@@ -14,33 +14,20 @@ import pytest
 
 from mailer import crypto, delivery, services
 from mailer.models import DeliveryAttempt, OAuthToken
-from mailer.oauth import flow, providers
+from mailer.oauth import flow
 from tests.mailer.base import send
-from tests.mailer.servers import ScriptedSink
-from tests.oauth import PROVIDER, configure
 
 REDIRECT = "http://127.0.0.1/oauth/callback/"
-
-
-@pytest.fixture
-def sink(oauth_server):
-    with ScriptedSink(token_check=oauth_server.token_check) as server:
-        yield server
-
-
-@pytest.fixture
-def provider(oauth_server, sink, settings):
-    configure(settings, oauth_server, sink.port)
-    return providers.get(PROVIDER)
 
 
 def sign_in(oauth_server, provider, username: str):
     """The whole authorization-code flow: Mailroom's URL, the user at the provider, the
     code exchanged and the ID token checked by Mailroom."""
-    started = flow.begin(provider, REDIRECT)
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(started.url).query)
+    started = flow.start()
+    url = flow.begin(provider, REDIRECT, started)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     assert query["code_challenge_method"] == ["S256"] and query["state"] == [started.state]
-    back = oauth_server.consent(started.url, username)
+    back = oauth_server.consent(url, username)
     got = urllib.parse.parse_qs(urllib.parse.urlsplit(back).query)
     assert got["state"] == [started.state]
     return flow.finish(provider, code=got["code"][0], code_verifier=started.code_verifier,

@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from mailer import quotas, services
-from mailer.models import OutboxMessage, SmtpAccount
+from mailer.models import OAuthToken, OutboxMessage, SmtpAccount
+from mailer.oauth import providers
 from webui.forms import AccountForm
 from webui.views.common import run_service
 
@@ -38,8 +39,9 @@ def account_add(request: HttpRequest) -> HttpResponse:
             request, f"Account “{account.label}” added. Test the connection to make sure it works."
         )
         return redirect("account", pk=account.pk)
-    return render(request, "webui/accounts/form.html", {"form": form, "account": None},
-                  status=400 if form.errors else 200)
+    return render(request, "webui/accounts/form.html", {
+        "form": form, "account": None, "providers": providers.configured().values(),
+    }, status=400 if form.errors else 200)
 
 
 @login_required
@@ -89,7 +91,19 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "counts": counts,
         "caps": caps,
         "quota": _quota_use(account),
+        **_sign_in_context(account),
     })
+
+
+def _sign_in_context(account: SmtpAccount) -> dict:
+    """For an account signed in with a provider: who it signed in as, whether the grant
+    was revoked (then only "Reconnect" helps), and the provider, if still configured."""
+    token = OAuthToken.objects.filter(account=account).first()
+    if token is None:
+        return {"oauth": None}
+    provider = providers.get(token.provider)
+    return {"oauth": token, "oauth_provider": provider,
+            "oauth_label": provider.label if provider else token.provider}
 
 
 @login_required
