@@ -17,6 +17,8 @@ from mailer.models import DeliveryAttempt, OAuthToken
 from mailer.oauth import flow
 from tests.mailer.base import send
 
+pytestmark = pytest.mark.pipeline  # on SQLite, and again on PostgreSQL + Redis
+
 REDIRECT = "http://127.0.0.1/oauth/callback/"
 
 

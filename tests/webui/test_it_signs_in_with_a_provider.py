@@ -21,7 +21,7 @@ from mailer.models import OAuthSignIn, OAuthToken, SmtpAccount
 from mailer.oauth import signins
 from tests.webui.conftest import make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.pipeline]  # on both databases
 
 
 def _start(client, **data) -> OAuthSignIn:
