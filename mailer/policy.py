@@ -185,6 +185,11 @@ _NEEDS_TLS = (
     "The server requires an encrypted connection to log in. Choose STARTTLS or TLS for "
     "this account. " + _RESUME
 )
+_TOKEN_HINT = (
+    "SMTP AUTH with OAuth2 is probably turned off for this mailbox, or Mailroom's app lacks "
+    "the permission to send mail: turn it on at the provider (or ask its administrator), "
+    "then reconnect."
+)
 _TOO_BIG = (
     "The message is larger than the server accepts{limit}. Mailroom will not retry it: "
     "make the attachments smaller or send them as links."
@@ -228,6 +233,12 @@ RULES: tuple[Rule, ...] = (
          "The provider's sign-in service did not answer properly, so Mailroom could not "
          "renew the account's access. " + _ASK_AGAIN,
          errors=("ProviderUnavailable",)),
+    # A fresh token the mail server refuses: the sign-in works, the mailbox may not use it
+    # for SMTP (Microsoft 365 with SMTP AUTH off, a Workspace that forbids it).
+    Rule("oauth-smtp-refused", Action.PAUSE_ACCOUNT,
+         "The provider renewed the sign-in, but the mail server refused its token. {hint} "
+         + _RESUME,
+         errors=("SMTPTokenRefused",)),
     Rule("certificate", Action.PAUSE_ACCOUNT,
          "The server's certificate could not be verified, so Mailroom did not log in. Check the "
          "host name, or add the server's CA certificate to the account. " + _RESUME,
@@ -382,7 +393,10 @@ def classify(
         error_classes=_error_names(error),
     )
     rule = next((r for r in RULES if r.matches(outcome)), _DEFAULT)
-    plain = rule.reason.format(limit=f" ({_mb(limit)})" if limit else "")
+    plain = rule.reason.format(
+        limit=f" ({_mb(limit)})" if limit else "",
+        hint=getattr(error, "hint", "") or _TOKEN_HINT,
+    )
     return Decision(
         action=rule.action,
         reason=with_server_words(plain, code, enhanced, text),

@@ -25,12 +25,13 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
     from mailer.smtp.client import SMTPClient
 
     use_auth = account.auth_mechanism != SmtpAccount.AuthMechanism.NONE and bool(account.username)
-    secret = None
+    secret, hint = None, ""
     if use_auth:
         # Signed in with a provider: a current access token (refreshed here, in the
-        # worker, when it is about to expire); otherwise the stored password or token.
+        # worker, when it is about to expire), and what to change at the provider if its
+        # mail server refuses that fresh token; otherwise the stored password or token.
         if account.auth_mechanism == SmtpAccount.AuthMechanism.XOAUTH2:
-            secret = oauth.access_token(account)
+            secret, hint = oauth.access_token(account), oauth.smtp_auth_advice(account)
         if secret is None:
             secret = account.get_secret()
     return SMTPClient(
@@ -49,6 +50,7 @@ def client_for(account: SmtpAccount, *, transcript: bool = True):
         command_timeout=settings.MAILROOM_SMTP_COMMAND_TIMEOUT,
         data_timeout=settings.MAILROOM_SMTP_DATA_TIMEOUT,
         destination_check=destinations.check_for(account),
+        auth_hint=hint,
     )
 
 

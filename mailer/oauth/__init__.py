@@ -14,6 +14,8 @@ from mailer.oauth.tokens import (
     OAuthError,
     ProviderUnavailable,
     access_token,
+    smtp_auth_advice,
 )
 
-__all__ = ["ClientRejected", "GrantRevoked", "OAuthError", "ProviderUnavailable", "access_token"]
+__all__ = ["ClientRejected", "GrantRevoked", "OAuthError", "ProviderUnavailable", "access_token",
+           "smtp_auth_advice"]

@@ -49,6 +49,7 @@ __all__ = [
     "OAuthError",
     "ProviderUnavailable",
     "access_token",
+    "smtp_auth_advice",
     "store",
 ]
 
@@ -143,6 +144,14 @@ def access_token(account) -> str | None:
                 "Mailroom will try again later."
             )
         time.sleep(0.05)  # another worker is refreshing: use its token when it is written
+
+
+def smtp_auth_advice(account) -> str:
+    """What to change at the account's provider when its mail server refuses a fresh
+    token (SMTP AUTH off for the mailbox…); empty when not signed in with one."""
+    row = OAuthToken.objects.filter(account_id=account.pk).only("provider").first()
+    provider = providers.get(row.provider) if row else None
+    return provider.smtp_auth_advice if provider else ""
 
 
 def _refresh(provider, pk: int, lease: datetime, label: str) -> str:

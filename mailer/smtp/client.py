@@ -46,6 +46,7 @@ from .errors import (
     SMTPStartTLSNotSupported,
     SMTPTimeoutError,
     SMTPTLSError,
+    SMTPTokenRefused,
 )
 from .replies import RecipientResult, Reply, SendResult, SMTPStatus, read_reply
 
@@ -253,6 +254,8 @@ class SMTPClient:
     ``verify=False``; ``cafile``/``cadata`` trust a private CA instead of the system store.
     ``secret`` is the password, or the OAuth2 access token for XOAUTH2/OAUTHBEARER.
     AUTH is refused on an unencrypted connection unless ``allow_plaintext_auth`` is True.
+    ``auth_hint``: plain words a permanent refusal of a token carries
+    (``SMTPTokenRefused.hint``), saying what to change at the token's issuer.
     """
 
     def __init__(
@@ -275,6 +278,7 @@ class SMTPClient:
         transcript: bool = False,
         transcript_limit: int = 64 * 1024,
         destination_check: Callable[[str], str | None] | None = None,
+        auth_hint: str = "",
     ) -> None:
         self.host = host
         self.port = int(port)
@@ -286,6 +290,7 @@ class SMTPClient:
         self.secret = secret
         self.auth_mechanism = auth_mechanism
         self.allow_plaintext_auth = allow_plaintext_auth
+        self.auth_hint = auth_hint
         self.verify = verify
         self.cafile = cafile
         self.cadata = cadata
@@ -724,9 +729,7 @@ class SMTPClient:
             if reply.code == SMTPStatus.AUTH_SUCCESSFUL:
                 return mech
             if reply.code != SMTPStatus.AUTH_CONTINUE:
-                raise SMTPAuthenticationError(
-                    self._auth_failure_text(reply), reply=reply, phase="auth"
-                )
+                raise self._auth_failure(mech, reply)
             try:
                 challenge = base64.b64decode(reply.lines[0].strip(), validate=True)
                 answer = steps.send(challenge)
@@ -738,6 +741,14 @@ class SMTPClient:
             f"The server sent more than {_MAX_AUTH_ROUNDS} AUTH challenges; gave up.",
             phase="auth",
         )
+
+    def _auth_failure(self, mech: str, reply: Reply) -> SMTPAuthenticationError:
+        text = self._auth_failure_text(reply)
+        if mech in ("XOAUTH2", "OAUTHBEARER") and reply.code // 100 == 5:
+            error = SMTPTokenRefused(text, reply=reply, phase="auth")
+            error.hint = self.auth_hint
+            return error
+        return SMTPAuthenticationError(text, reply=reply, phase="auth")
 
     @staticmethod
     def _auth_failure_text(reply: Reply) -> str:

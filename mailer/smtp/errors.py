@@ -38,6 +38,7 @@ __all__ = [
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
     "SMTPStartTLSNotSupported",
+    "SMTPTokenRefused",
     "SMTPTLSError",
     "SMTPTimeoutError",
     "is_transient",
@@ -147,6 +148,13 @@ class SMTPAuthenticationError(SMTPError):
     """The server refused the credentials (535, 534, 538: permanent; 454: transient)."""
 
     default_transient = None
+
+
+class SMTPTokenRefused(SMTPAuthenticationError):
+    """The server permanently refused an OAuth2 access token (XOAUTH2, OAUTHBEARER).
+    ``hint`` is the client's ``auth_hint``: what to change where the token comes from."""
+
+    hint: str = ""
 
 
 class SMTPAuthNotSupported(SMTPError):

@@ -125,3 +125,19 @@ def test_a_provider_that_misbehaves_defers_and_never_pauses(
 
     msg.__class__.objects.filter(pk=msg.pk).update(next_attempt_at=timezone.now())
     assert delivery.deliver(msg.pk) == "sent"
+
+
+def test_a_fresh_token_refused_by_the_mail_server_says_what_to_change_at_the_provider(
+    owner, oauth_server, provider, sink
+):
+    account = services.save_sign_in(owner, provider, sign_in(oauth_server, provider, "alice"))
+    # The sign-in is good, but the mailbox may not use SMTP (Exchange Online's answer).
+    sink.handler._auth.token_check = lambda login, token: False
+    msg = send(owner, account)
+    assert delivery.deliver(msg.pk) == "paused"
+    account.refresh_from_db()
+    assert account.paused_reason.startswith(
+        "The provider renewed the sign-in, but the mail server refused its token. "
+        + provider.smtp_auth_advice)
+    check = services.check_account(owner, account)  # "Test connection" says the same
+    assert not check.ok and provider.smtp_auth_advice in check.verdict

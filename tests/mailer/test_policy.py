@@ -113,6 +113,9 @@ def test_authentication_required_pauses_the_account():
         (errors.SMTPAuthenticationError("Refused.", phase="auth",
                                         reply=reply("535 5.7.8 Bad credentials")),
          Action.PAUSE_ACCOUNT, "5.7.8"),
+        (errors.SMTPTokenRefused("Refused.", phase="auth", reply=reply(
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
+            "for the Mailbox")), Action.PAUSE_ACCOUNT, "oauth-smtp-refused"),
         (errors.SMTPAuthenticationError("Busy.", phase="auth", reply=reply("454 4.7.0 Later")),
          Action.THROTTLE_ACCOUNT, "4.7.x"),
         (errors.SMTPNotSupported("No SMTPUTF8.", phase="mail"), Action.FAIL_MESSAGE,
@@ -137,6 +140,16 @@ def test_it_classifies_client_errors(exc, action, rule):
     decision = policy.classify_error(exc)
     assert (decision.action, decision.rule) == (action, rule)
     assert decision.error_class == type(exc).__name__
+
+
+def test_a_refused_token_says_what_to_change_at_the_provider():
+    refused = errors.SMTPTokenRefused("Refused.", phase="auth", reply=reply("535 5.7.3 No"))
+    assert "turned off for this mailbox" in policy.classify_error(refused).reason
+    refused.hint = "Turn on Authenticated SMTP in the admin center."
+    reason = policy.classify_error(refused).reason
+    assert reason.startswith("The provider renewed the sign-in, but the mail server refused "
+                             "its token. Turn on Authenticated SMTP in the admin center.")
+    assert "The server said: “535 5.7.3 No”" in reason
 
 
 def test_it_says_the_servers_size_limit():
