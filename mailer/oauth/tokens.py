@@ -80,6 +80,9 @@ def _reconnect(label: str) -> str:
     )
 
 
+_GONE = "The account was deleted while Mailroom was renewing its sign-in."
+
+
 def _expires_at(token: dict, now: datetime) -> datetime:
     # expires_in from the moment the answer came (Authlib's expires_at is rounded down to
     # the second); expires_at only when the provider sent nothing else.
@@ -120,7 +123,9 @@ def access_token(account) -> str | None:
     lease = float(settings.MAILROOM_OAUTH_LEASE_SECONDS)
     give_up = time.monotonic() + lease + float(settings.MAILROOM_OAUTH_HTTP_TIMEOUT)
     while True:
-        row = OAuthToken.objects.get(account_id=account.pk)
+        row = OAuthToken.objects.filter(account_id=account.pk).first()
+        if row is None:
+            raise OAuthError(_GONE)
         now = timezone.now()
         if row.revoked_at is not None:
             raise GrantRevoked(_reconnect(label))
@@ -157,7 +162,9 @@ def smtp_auth_advice(account) -> str:
 def _refresh(provider, pk: int, lease: datetime, label: str) -> str:
     """Holding the lease: ask the provider, write the result and free the lease in one
     UPDATE (conditional on the lease still being ours)."""
-    row = OAuthToken.objects.get(pk=pk)  # re-read: a refresh may have just been written
+    row = OAuthToken.objects.filter(pk=pk).first()  # re-read: a refresh may have been written
+    if row is None:
+        raise OAuthError(_GONE)
     now = timezone.now()
     if _fresh(row, now):
         OAuthToken.objects.filter(pk=pk, refreshing_until=lease).update(refreshing_until=None)
@@ -171,6 +178,8 @@ def _refresh(provider, pk: int, lease: datetime, label: str) -> str:
         OAuthToken.objects.filter(pk=pk, refreshing_until=lease).update(**values)
         raise
     store(row, token)
+    # Conditional on the lease: an account deleted meanwhile matches nothing and stays
+    # deleted; the token is still good for the attempt that asked.
     OAuthToken.objects.filter(pk=pk, refreshing_until=lease).update(
         access_encrypted=row.access_encrypted,
         access_expires_at=row.access_expires_at,

@@ -7,15 +7,17 @@ endpoint says it is live and issued to the login — a stale token is really ref
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 
 import pytest
 
-from mailer import crypto, delivery, services
+from mailer import crypto, delivery, oauth, services
 from mailer.models import DeliveryAttempt, OAuthToken
 from mailer.oauth import flow
 from tests.mailer.base import send
+from tests.workers import wait_until
 
 pytestmark = pytest.mark.pipeline  # on SQLite, and again on PostgreSQL + Redis
 
@@ -141,3 +143,37 @@ def test_a_fresh_token_refused_by_the_mail_server_says_what_to_change_at_the_pro
         + provider.smtp_auth_advice)
     check = services.check_account(owner, account)  # "Test connection" says the same
     assert not check.ok and provider.smtp_auth_advice in check.verdict
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_racing_the_accounts_deletion_resurrects_nothing(
+    owner, oauth_server, provider, sink
+):
+    account = services.save_sign_in(owner, provider, sign_in(oauth_server, provider, "alice"))
+    OAuthToken.objects.filter(account=account).update(access_expires_at=None)
+    results: dict[str, object] = {}
+
+    def renew(name):
+        try:
+            results[name] = oauth.access_token(account)
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever it was
+            results[name] = exc
+
+    oauth_server.token_mode("slow")  # the provider takes 3 s to answer the refresh
+    try:
+        holder = threading.Thread(target=renew, args=("holder",))
+        holder.start()
+        wait_until(lambda: OAuthToken.objects.filter(refreshing_until__isnull=False).exists(),
+                   what="the refresh lease taken")
+        waiter = threading.Thread(target=renew, args=("waiter",))
+        waiter.start()
+        services.delete_account(owner, account)  # the user deletes it meanwhile
+        holder.join(15)
+        waiter.join(15)
+    finally:
+        oauth_server.token_mode("ok")
+    assert not OAuthToken.objects.exists()  # nothing was written back for the deleted account
+    # The one that held the lease got its answer; the one waiting was told plainly.
+    assert isinstance(results["holder"], str)
+    assert isinstance(results["waiter"], oauth.OAuthError)
+    assert "deleted while Mailroom was renewing its sign-in" in str(results["waiter"])

@@ -1,4 +1,6 @@
-"""``manage.py smtpaccount add|list|check|resume``: manage sending accounts from a shell.
+"""``manage.py smtpaccount add|list|check|resume|connect``: manage sending accounts from a
+shell. ``connect`` is "Sign in with …" for a shell: it prints the provider's address to
+open, and completes with the address the browser ends on (or the bare code).
 
 Passwords and OAuth2 tokens are read only from an environment variable (--password-env) or
 a file (--password-file), never from the command line. ``check`` and ``resume`` go through
@@ -25,7 +27,7 @@ AUTH_CHOICES = {m.value.lower(): m.value for m in SmtpAccount.AuthMechanism}
 
 
 class Command(BaseCommand):
-    help = "Add, list, check and resume SMTP accounts."
+    help = "Add, list, check, resume and connect (sign in with a provider) SMTP accounts."
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -46,6 +48,8 @@ class Command(BaseCommand):
             p = sub.add_parser(name, help=text)
             p.add_argument("label")
             p.add_argument("--user", help="the owner, when several users have this label")
+        _add_arguments_for_connect(sub.add_parser(
+            "connect", help="sign in with an OAuth2 provider: a new account, or reconnect one"))
 
     def handle(self, *args, **opts):
         return getattr(self, f"_{opts['action']}")(opts)
@@ -104,6 +108,35 @@ class Command(BaseCommand):
                 f"from {row['from_address']}, {limits}, {state}"
             )
 
+    # --- connect -------------------------------------------------------------------------
+
+    def _connect(self, opts) -> None:
+        """The web's sign-in (``mailer.oauth.signins``), this process playing the browser's
+        session and, where no worker is quicker, the worker."""
+        from mailer.oauth import signins
+
+        user = get_user(opts["user"])
+        account = SmtpAccount.objects.filter(owner=user, label=opts["label"]).first()
+        session: dict = {}
+        with service_errors():
+            row = signins.start(user, opts["provider"], redirect_uri=opts["redirect_uri"],
+                                account=account, label=opts["label"], session=session)
+            row = _step(user, row.pk, signins.Status.PREPARING)
+            if row.status != signins.Status.AT_PROVIDER:
+                raise CommandError(row.message)
+            self.stdout.write(
+                ("Reconnecting" if account else "Connecting") + f" “{opts['label']}”. Open this "
+                f"address in a browser, sign in and allow Mailroom:\n\n    {row.authorize_url}\n\n"
+                "Then paste the address the browser ends on (Mailroom's page, which will say the "
+                "sign-in was not started in that browser), or just its code:"
+            )
+            pasted = opts["response"] or input("> ")
+            row = signins.callback(user, session, _response(pasted, row.state))
+            row = _step(user, row.pk, signins.Status.EXCHANGING)
+        if row.status != signins.Status.DONE:
+            raise CommandError(row.message)
+        self.stdout.write(row.message)
+
     # --- check / resume ----------------------------------------------------------------
 
     def _check(self, opts) -> None:
@@ -136,6 +169,48 @@ class Command(BaseCommand):
             (f"Resumed “{account.label}”." if was_paused else f"“{account.label}” was not paused.")
             + f" {waiting} waiting message(s) will be tried now."
         )
+
+
+def _step(user, pk: int, status: str):
+    """Run the sign-in's step ``status`` here unless a worker already took it, and wait for
+    it to end (at most the check deadline)."""
+    import time
+
+    from mailer.oauth import signins
+
+    signins.run(pk)
+    give_up = time.monotonic() + services.check_deadline() + services.CHECK_GRACE_SECONDS + 1
+    row = signins.current(user, pk)
+    while row.status == status and time.monotonic() < give_up:
+        time.sleep(0.2)
+        row = signins.current(user, pk)
+    return row
+
+
+def _response(pasted: str, state: str) -> dict[str, str]:
+    """The query of the pasted address, or a bare code for this sign-in."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    pasted = pasted.strip()
+    if "?" not in pasted:
+        return {"code": pasted, "state": state}
+    query = dict(parse_qsl(urlsplit(pasted).query))
+    if "state" not in query and "?" in query.get("next", ""):  # the login page came first
+        return _response(query["next"], state)
+    return query
+
+
+def _add_arguments_for_connect(p) -> None:
+    p.add_argument("label", help="the account's name: an existing one is reconnected")
+    p.add_argument("--user", required=True, help="the owner's username")
+    p.add_argument("--provider", required=True,
+                   help="google, microsoft, or a name in MAILROOM_OAUTH_PROVIDERS")
+    p.add_argument(
+        "--redirect-uri", default="http://localhost:8000/accounts/oauth/callback/",
+        help="the address registered at the provider for Mailroom's sign-in, "
+        "https://<your Mailroom>/accounts/oauth/callback/ (default: the local `up` address)")
+    p.add_argument("--response", default="",
+                   help="the address the browser ended on (or the code), instead of asking")
 
 
 def _read_pem(path: str) -> str:
