@@ -1,9 +1,12 @@
+from django import forms
 from django.contrib import admin
 
 from mailer.models import (
     Attachment,
     DeliveryAttempt,
     Draft,
+    OAuthClient,
+    OAuthToken,
     OutboxMessage,
     Recipient,
     SmtpAccount,
@@ -71,3 +74,45 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 @admin.register(UserPreferences)
 class UserPreferencesAdmin(admin.ModelAdmin):
     list_display = ("user", "hold_seconds")
+
+
+class OAuthClientForm(forms.ModelForm):
+    client_secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the saved one.",
+    )
+
+    class Meta:
+        model = OAuthClient
+        exclude = ("secret_encrypted",)
+
+    def save(self, commit: bool = True):
+        row = super().save(commit=False)
+        if self.cleaned_data.get("client_secret"):
+            row.set_secret(self.cleaned_data["client_secret"])
+        if commit:
+            row.save()
+        return row
+
+
+@admin.register(OAuthClient)
+class OAuthClientAdmin(admin.ModelAdmin):
+    """"Sign in with …" providers set up here instead of in settings (a row replaces the
+    setting of the same key)."""
+
+    form = OAuthClientForm
+    list_display = ("key", "kind", "label", "enabled", "client_id")
+
+
+@admin.register(OAuthToken)
+class OAuthTokenAdmin(admin.ModelAdmin):
+    """Who each OAuth2 account signed in as; the tokens themselves are never shown."""
+
+    list_display = ("account", "provider", "email", "access_expires_at", "revoked_at")
+    exclude = ("refresh_encrypted", "access_encrypted")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name not in self.exclude]
+
+    def has_add_permission(self, request):
+        return False

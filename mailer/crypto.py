@@ -67,15 +67,20 @@ def rotate(token: str) -> str:
 
 
 def rotate_all() -> tuple[int, int]:
-    """Re-encrypt every stored secret with the newest key: account passwords and OAuth2
-    tokens (refresh and access). Returns (rotated, unreadable), counted per secret."""
-    from mailer.models import OAuthToken, SmtpAccount
+    """Re-encrypt every stored secret with the newest key: account passwords, OAuth2
+    tokens (refresh and access), the PKCE verifier and code of a sign-in under way and the
+    client secrets of providers set up in the admin. Returns (rotated, unreadable),
+    counted per secret."""
+    from mailer.models import OAuthClient, OAuthSignIn, OAuthToken, SmtpAccount
 
     rotated = unreadable = 0
     for model, column in (
         (SmtpAccount, "secret_encrypted"),
         (OAuthToken, "refresh_encrypted"),
         (OAuthToken, "access_encrypted"),
+        (OAuthSignIn, "verifier_encrypted"),
+        (OAuthSignIn, "code_encrypted"),
+        (OAuthClient, "secret_encrypted"),
     ):
         for pk, old in model.objects.exclude(**{column: ""}).values_list("pk", column):
             try:

@@ -502,3 +502,44 @@ class OAuthSignIn(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class OAuthClient(models.Model):
+    """A "Sign in with …" provider set up in the Django admin instead of settings (one with
+    the same key as a configured one replaces it): Mailroom's registration there (client
+    id, and the secret, encrypted like every secret) and, for a generic OpenID Connect
+    provider, its issuer, scopes and SMTP server. See ``mailer.oauth.providers``."""
+
+    class Kind(models.TextChoices):
+        GOOGLE = "google", "Google"
+        MICROSOFT = "microsoft", "Microsoft"
+        OIDC = "oidc", "OpenID Connect provider (by its issuer URL)"
+
+    key = models.SlugField(max_length=50, unique=True,
+                           help_text="Its name in Mailroom: google, microsoft, or your own.")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    label = models.CharField(max_length=100, blank=True, default="",
+                             help_text="Shown on the button: “Sign in with …”.")
+    client_id = models.CharField(max_length=255)
+    secret_encrypted = models.TextField(blank=True, default="")
+    tenant = models.CharField(max_length=100, blank=True, default="",
+                              help_text="Microsoft: common, organizations, consumers or a "
+                              "tenant id.")
+    issuer = models.URLField(max_length=500, blank=True, default="",
+                             help_text="OpenID Connect: the issuer URL (discovery).")
+    scopes = models.CharField(max_length=500, blank=True, default="",
+                              help_text="OpenID Connect: space-separated scopes.")
+    smtp_host = models.CharField(max_length=255, blank=True, default="")
+    smtp_port = models.PositiveIntegerField(null=True, blank=True)
+    smtp_security = models.CharField(max_length=10, blank=True, default="",
+                                     choices=SmtpAccount.Security.choices)
+
+    def __str__(self) -> str:
+        return self.label or self.key
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = crypto.encrypt(secret) if secret else ""
+
+    def get_secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""

@@ -10,6 +10,9 @@ Settings (``config/settings.py``, ``.env.example``):
   ``MAILROOM_OAUTH_<NAME>_ISSUER``, ``_CLIENT_ID``, ``_CLIENT_SECRET`` and optionally
   ``_LABEL``, ``_SCOPES``, ``_SMTP_HOST``, ``_SMTP_PORT``, ``_SMTP_SECURITY``.
 
+or the Django admin (``mailer.models.OAuthClient``), whose rows replace the settings' of
+the same name.
+
 Endpoints of a generic provider come from its discovery document
 (``<issuer>/.well-known/openid-configuration``), read by a worker when first needed.
 """
@@ -64,15 +67,14 @@ class Provider:
         return not self.token_url
 
 
-def _google() -> Provider | None:
-    cid = settings.MAILROOM_OAUTH_GOOGLE_CLIENT_ID
+def _google(key: str, cid: str, secret: str, label: str = "") -> Provider | None:
     if not cid:
         return None
     return Provider(
-        key="google",
-        label="Google",
+        key=key,
+        label=label or "Google",
         client_id=cid,
-        client_secret=settings.MAILROOM_OAUTH_GOOGLE_CLIENT_SECRET,
+        client_secret=secret,
         scopes=GOOGLE_SCOPES,
         smtp_host="smtp.gmail.com",
         smtp_port=587,
@@ -90,18 +92,17 @@ def _google() -> Provider | None:
     )
 
 
-def _microsoft() -> Provider | None:
-    cid = settings.MAILROOM_OAUTH_MICROSOFT_CLIENT_ID
+def _microsoft(key: str, cid: str, secret: str, tenant: str, label: str = "") -> Provider | None:
     if not cid:
         return None
-    tenant = settings.MAILROOM_OAUTH_MICROSOFT_TENANT or "common"
+    tenant = tenant or "common"
     base = f"https://login.microsoftonline.com/{tenant}"
     multi = tenant in ("common", "organizations", "consumers")
     return Provider(
-        key="microsoft",
-        label="Microsoft",
+        key=key,
+        label=label or "Microsoft",
         client_id=cid,
-        client_secret=settings.MAILROOM_OAUTH_MICROSOFT_CLIENT_SECRET,
+        client_secret=secret,
         scopes=MICROSOFT_SCOPES,
         smtp_host="smtp.office365.com",
         smtp_port=587,
@@ -120,9 +121,10 @@ def _microsoft() -> Provider | None:
     )
 
 
-def _generic(name: str) -> Provider | None:
+def _generic(name: str, value: dict[str, str]) -> Provider | None:
+    """A provider known by its issuer; ``value``: ISSUER, CLIENT_ID, CLIENT_SECRET, LABEL,
+    SCOPES, SMTP_HOST, SMTP_PORT, SMTP_SECURITY (the settings' suffixes)."""
     prefix = f"MAILROOM_OAUTH_{name.upper()}_"
-    value = settings.MAILROOM_OAUTH_GENERIC.get(name, {})
     issuer = value.get("ISSUER", "")
     if not issuer or not value.get("CLIENT_ID"):
         return None
@@ -145,11 +147,44 @@ def _generic(name: str) -> Provider | None:
     )
 
 
+def _from_settings() -> list[Provider | None]:
+    found = [
+        _google("google", settings.MAILROOM_OAUTH_GOOGLE_CLIENT_ID,
+                settings.MAILROOM_OAUTH_GOOGLE_CLIENT_SECRET),
+        _microsoft("microsoft", settings.MAILROOM_OAUTH_MICROSOFT_CLIENT_ID,
+                   settings.MAILROOM_OAUTH_MICROSOFT_CLIENT_SECRET,
+                   settings.MAILROOM_OAUTH_MICROSOFT_TENANT),
+    ]
+    return found + [_generic(name, settings.MAILROOM_OAUTH_GENERIC.get(name, {}))
+                    for name in settings.MAILROOM_OAUTH_PROVIDERS]
+
+
+def _from_admin(row) -> Provider | None:
+    """A provider set up in the Django admin (``mailer.models.OAuthClient``)."""
+    secret = row.get_secret()
+    if row.kind == row.Kind.GOOGLE:
+        return _google(row.key, row.client_id, secret, row.label)
+    if row.kind == row.Kind.MICROSOFT:
+        return _microsoft(row.key, row.client_id, secret, row.tenant, row.label)
+    values = {"ISSUER": row.issuer, "CLIENT_ID": row.client_id, "CLIENT_SECRET": secret,
+              "LABEL": row.label, "SCOPES": row.scopes, "SMTP_HOST": row.smtp_host,
+              "SMTP_PORT": str(row.smtp_port or ""), "SMTP_SECURITY": row.smtp_security}
+    return _generic(row.key, {k: v for k, v in values.items() if v})
+
+
 def configured() -> dict[str, Provider]:
-    """Every provider with a client id, by key, in the order the sign-in buttons show."""
-    found = [_google(), _microsoft()]
-    found += [_generic(name) for name in settings.MAILROOM_OAUTH_PROVIDERS]
-    return {p.key: p for p in found if p is not None}
+    """Every provider with a client id, by key, in the order the sign-in buttons show:
+    those of the settings, then those of the admin (which replace a setting's of the same
+    key; one switched off in the admin hides it)."""
+    from mailer.models import OAuthClient
+
+    found = {p.key: p for p in _from_settings() if p is not None}
+    for row in OAuthClient.objects.order_by("pk"):
+        found.pop(row.key, None)
+        provider = _from_admin(row) if row.enabled else None
+        if provider is not None:
+            found[provider.key] = provider
+    return found
 
 
 def get(key: str) -> Provider | None:

@@ -234,3 +234,49 @@ def test_another_users_sign_in_page_is_not_found(owner_client, oauth_server, pro
     row = OAuthSignIn.objects.create(owner=other, provider="testidp", state="s" * 32,
                                      nonce="n", redirect_uri="x", step_at=timezone.now())
     assert owner_client.get(f"/accounts/oauth/{row.pk}/").status_code == 404
+
+
+def test_a_provider_set_up_in_the_admin_works_like_one_in_settings(
+    client, owner, oauth_server, sink, settings
+):
+    from django.contrib.auth import get_user_model
+
+    settings.MAILROOM_OAUTH_PROVIDERS = []
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-1")
+    client.force_login(admin)
+    response = client.post("/admin/mailer/oauthclient/add/", {
+        "key": "corp", "kind": "oidc", "enabled": "on", "label": "Corp sign-in",
+        "client_id": oauth_server.client_id, "client_secret": oauth_server.client_secret,
+        "issuer": oauth_server.issuer, "scopes": "openid email offline_access mail",
+        "smtp_host": "127.0.0.1", "smtp_port": str(sink.port), "smtp_security": "none",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    from mailer.models import OAuthClient
+
+    row = OAuthClient.objects.get(key="corp")
+    assert row.secret_encrypted and oauth_server.client_secret not in row.secret_encrypted
+    page = client.get(f"/admin/mailer/oauthclient/{row.pk}/change/").content.decode()
+    assert oauth_server.client_secret not in page and row.secret_encrypted not in page
+
+    client.force_login(owner)
+    assert "Sign in with Corp sign-in" in client.get("/accounts/new/").content.decode()
+    client.post("/accounts/oauth/corp/start/")
+    sign_in = OAuthSignIn.objects.get()
+    assert signins.run(sign_in.pk) == "at_provider"
+    back = _back(oauth_server, _to_provider(client, sign_in), "alice")
+    assert _complete(client, back).status == "done"
+    account = SmtpAccount.objects.get(owner=owner)
+    assert (account.host, account.port) == ("127.0.0.1", sink.port)
+
+    # The token admin shows who signed in, never a token.
+    token = OAuthToken.objects.get(account=account)
+    client.force_login(admin)
+    page = client.get(f"/admin/mailer/oauthtoken/{token.pk}/change/").content.decode()
+    assert "alice@example.test" in page
+    assert crypto.decrypt(token.refresh_encrypted) not in page
+    assert token.access_encrypted not in page
+
+    # Switched off in the admin, it is gone from the form.
+    OAuthClient.objects.filter(pk=row.pk).update(enabled=False)
+    client.force_login(owner)
+    assert "Sign in with" not in client.get("/accounts/new/").content.decode()
