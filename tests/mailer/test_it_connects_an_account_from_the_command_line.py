@@ -12,7 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from mailer import delivery
+from mailer import crypto, delivery
 from mailer.models import OAuthSignIn, OAuthToken, SmtpAccount
 from tests.mailer.base import send
 
@@ -40,9 +40,18 @@ def test_it_connects_and_sends(monkeypatch, owner, oauth_server, provider, sink)
     assert "Signed in to Test provider as alice@example.test" in out
     account = SmtpAccount.objects.get(owner=owner, label="Alice at the provider")
     assert account.auth_mechanism == "XOAUTH2"
-    token = OAuthToken.objects.get(account=account)
-    assert token.refresh_encrypted not in out
     assert delivery.deliver(send(owner, account).pk) == "sent"
+    # No token, nor its ciphertext, in anything the commands print.
+    token = OAuthToken.objects.get(account=account)
+    secrets = [token.refresh_encrypted, token.access_encrypted,
+               crypto.decrypt(token.refresh_encrypted), crypto.decrypt(token.access_encrypted)]
+    printed = out
+    for args in (("outbox", "--json"), ("outbox",), ("smtpaccount", "list", "--json")):
+        buf = StringIO()
+        call_command(*args, stdout=buf)
+        printed += buf.getvalue()
+    assert "alice@example.test" in printed
+    assert not [s for s in secrets if s in printed]
 
 
 def test_it_takes_a_bare_code_and_reconnects(monkeypatch, owner, oauth_server, provider, sink):
