@@ -55,6 +55,10 @@ class OAuthServer:
         """ok, down (503), slow, html or garbage: how the token endpoint answers next."""
         self._control(f"/test/mode?token={mode}")
 
+    def discovery_mode(self, mode: str) -> None:
+        """ok, or html (a 502 error page): how the discovery document answers next."""
+        self._control(f"/test/mode?discovery={mode}")
+
     def revoke(self, username: str) -> int:
         """Withdraw the user's consent: their tokens stop working at once."""
         return self._control(f"/test/revoke?user={urllib.parse.quote(username)}")["revoked"]

@@ -1,7 +1,8 @@
 """The test server's own endpoints and the middleware that counts and misbehaves.
 
 ``/test/stats`` — token requests so far, by grant type (JSON);
-``/test/mode?token=ok|down|slow|html|garbage`` — how the token endpoint answers next;
+``/test/mode?token=ok|down|slow|html|garbage`` — how the token endpoint answers next
+(``discovery=ok|html``: the discovery document);
 ``/test/revoke?user=NAME`` — withdraw the user's consent: every token of theirs is revoked,
 so the next refresh gets ``invalid_grant``.
 Each needs the ``X-Test-Control`` header (the server's control key): loopback only, but a
@@ -18,7 +19,7 @@ from django.http import HttpResponse, JsonResponse
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
-_mode = {"token": "ok"}
+_mode = {"token": "ok", "discovery": "ok"}
 SLOW_SECONDS = 3.0
 
 
@@ -31,6 +32,9 @@ class Misbehave:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "openid-configuration" in request.path and _mode["discovery"] == "html":
+            return HttpResponse("<html><body><h1>502 Bad Gateway</h1></body></html>",
+                                status=502, content_type="text/html")
         if request.path == "/o/token/" and request.method == "POST":
             with _lock:
                 _counts[request.POST.get("grant_type", "")] += 1
@@ -58,7 +62,8 @@ def mode(request):
     if not _allowed(request):
         return HttpResponse(status=403)
     with _lock:
-        _mode["token"] = request.GET.get("token", "ok")
+        for key in _mode:
+            _mode[key] = request.GET.get(key, "ok")
     return JsonResponse(_mode)
 
 

@@ -174,6 +174,25 @@ def test_a_token_endpoint_that_misbehaves_fails_the_sign_in_clearly(
     assert not SmtpAccount.objects.exists()
 
 
+def test_a_provider_answering_an_error_page_fails_the_sign_in_clearly(
+    owner_client, oauth_server, provider
+):
+    from mailer.oauth import tokens
+
+    tokens._DISCOVERED.clear()  # the endpoints are read afresh (once per process otherwise)
+    oauth_server.discovery_mode("html")
+    try:
+        owner_client.post("/accounts/oauth/testidp/start/")
+        row = OAuthSignIn.objects.get()
+        assert signins.run(row.pk) == "failed"
+    finally:
+        oauth_server.discovery_mode("ok")
+    body = owner_client.get(f"/accounts/oauth/{row.pk}/").content.decode()
+    assert "It did not work." in body
+    assert "Test provider&#x27;s sign-in service did not answer properly (HTTP 502)" in body
+    assert "Start again" in body
+
+
 def test_reconnecting_as_another_address_is_refused(owner_client, owner, oauth_server,
                                                     provider):
     row = _start(owner_client)
