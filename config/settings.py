@@ -327,6 +327,11 @@ MAILROOM_SMTP_DATA_TIMEOUT = env.float("MAILROOM_SMTP_DATA_TIMEOUT", default=600
 # "Test connection": one deadline for the whole check (connect, greeting, TLS, login), in
 # seconds, and how many checks and test messages one user may start per minute.
 MAILROOM_CHECK_DEADLINE_SECONDS = env.float("MAILROOM_CHECK_DEADLINE_SECONDS", default=30.0)
+# IMAP (the copy in the Sent folder): the deadline of each read, and how often a copy that
+# could not be saved is tried again (backoff from one minute, doubling, at most an hour)
+# before it is given up as "not saved".
+MAILROOM_IMAP_TIMEOUT = env.float("MAILROOM_IMAP_TIMEOUT", default=30.0)
+MAILROOM_SENT_COPY_ATTEMPTS = env.int("MAILROOM_SENT_COPY_ATTEMPTS", default=8)
 MAILROOM_CHECKS_PER_MINUTE = env.int("MAILROOM_CHECKS_PER_MINUTE", default=5)
 # A provider that says "slow down" (4.7.x, 421, 454): the first spacing of the account's
 # attempts, doubled at each further throttle within the window (mailer.policy).

@@ -17,6 +17,7 @@ Settings (config/settings.py): ``MAILROOM_DESTINATIONS_DENY`` (networks, or ``in
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -76,3 +77,42 @@ def check_for(account) -> Callable[[str], str | None] | None:
     if settings.MAILROOM_DESTINATIONS_STAFF_EXEMPT and account.owner.is_staff:
         return None
     return refusal
+
+
+class Refused(OSError):
+    """Every address the host name resolves to is closed by the policy; ``reason`` says
+    why in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def connect(host: str, port: int, *, timeout: float | None,
+            check: Callable[[str], str | None] | None) -> socket.socket:
+    """A TCP connection to ``host``:``port`` for the clients Mailroom drives through other
+    libraries (OAuth2 over HTTP, IMAP): each address the name resolves to passes ``check``
+    (``check_for``; None: no policy) before it is connected to, so no DNS answer can swap an
+    internal address in between. Raises :class:`Refused` when the policy closed every
+    address, ``OSError`` when none answered. (The SMTP client applies the same check in
+    its own connect, ``SMTPClient.destination_check``.)"""
+    refusals: list[str] = []
+    last_error: OSError | None = None
+    for family, kind, proto, _name, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        reason = check(address[0]) if check is not None else None
+        if reason:
+            refusals.append(reason)
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    if last_error is not None:
+        raise last_error
+    raise Refused(refusals[0] if refusals else f"{host} has no address")

@@ -543,3 +543,60 @@ class OAuthClient(models.Model):
 
     def get_secret(self) -> str:
         return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+
+class ImapSettings(models.Model):
+    """An account's IMAP side (optional): where its mailbox is, for the copy in the Sent
+    folder. The login is the SMTP side's (username, password or OAuth2 sign-in) unless set
+    here; certificates are verified exactly as for SMTP (the account's CA option)."""
+
+    class Security(models.TextChoices):
+        TLS = "tls", "Implicit TLS"
+        STARTTLS = "starttls", "STARTTLS"
+
+    account = models.OneToOneField(SmtpAccount, on_delete=models.CASCADE, related_name="imap")
+    host = models.CharField(max_length=255, validators=[validate_host])
+    port = models.IntegerField(default=993, validators=[validate_port])
+    security = models.CharField(max_length=10, choices=Security.choices, default=Security.TLS)
+    # Blank: the SMTP side's login.
+    username = models.CharField(max_length=320, blank=True)
+    secret_encrypted = models.TextField(blank=True, default="")
+    save_to_sent = models.BooleanField(default=True)
+    # Blank: found by SPECIAL-USE \Sent, else by the usual names.
+    sent_folder = models.CharField(max_length=255, blank=True)
+    capabilities = models.JSONField(null=True, blank=True)
+    folders = models.JSONField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    # Mail accepted before this moment is not copied (the copy starts when IMAP is set up).
+    enabled_at = models.DateTimeField(auto_now_add=True)
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = crypto.encrypt(secret) if secret else ""
+
+    def get_secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+
+class SentCopy(models.Model):
+    """The copy of one accepted message in its account's Sent folder (``mailer.imap``).
+    Created by the worker that first tries to save it; retried with backoff; never
+    touches the message's delivery state."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be saved"
+        SAVED = "saved", "Saved"
+        FAILED = "failed", "Not saved"
+
+    message = models.OneToOneField(OutboxMessage, on_delete=models.CASCADE,
+                                   related_name="sent_copy")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    folder = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(blank=True)  # plain words, with the server's own
+    saved_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="sentcopy_due")]

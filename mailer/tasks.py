@@ -27,6 +27,14 @@ def sweep() -> int:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def save_sent_copies() -> int:
+    """Beat's pass over the copies due in Sent folders (``mailer.imap.sentcopy``)."""
+    from mailer.imap import sentcopy
+
+    return sentcopy.save_due()
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def release_holds() -> int:
     return len(delivery.release_holds())
 

@@ -33,27 +33,14 @@ class DestinationRefused(NewConnectionError):
 
 
 def _connect(conn) -> socket.socket:
-    host, port = conn._dns_host, conn.port
-    refusals = []
-    last_error: OSError | None = None
-    for family, kind, proto, _name, address in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
-        reason = destinations.refusal(address[0]) if settings.MAILROOM_DESTINATIONS_DENY else None
-        if reason:
-            refusals.append(reason)
-            continue
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(conn.timeout if isinstance(conn.timeout, int | float) else None)
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last_error = exc
-    if last_error is not None:
-        raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}")
-    raise DestinationRefused(conn, refusals[0] if refusals else f"{host} has no address")
+    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
+    check = destinations.refusal if settings.MAILROOM_DESTINATIONS_DENY else None
+    try:
+        return destinations.connect(conn._dns_host, conn.port, timeout=timeout, check=check)
+    except destinations.Refused as exc:
+        raise DestinationRefused(conn, exc.reason) from None
+    except OSError as exc:
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from None
 
 
 class _Checked(HTTPConnection):
