@@ -114,6 +114,11 @@ class SmtpAccount(models.Model):
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def new_envid() -> str:
+    """A message's DSN envelope id: 32 hex characters, plain xtext (RFC 3461 §4.4)."""
+    return uuid.uuid4().hex
+
+
 def _draft_upload_to(instance: Attachment, filename: str) -> str:
     # A generated storage name; the original name is kept in its own field (STYLE 15).
     return f"attachments/{uuid.uuid4().hex}"
@@ -135,6 +140,8 @@ class Draft(models.Model):
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)
     send_at = models.DateTimeField(null=True, blank=True)
+    # "Ask for a delivery report" (a DSN with NOTIFY=SUCCESS, where the server offers it).
+    delivery_report = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -185,10 +192,14 @@ class OutboxMessage(models.Model):
         UNKNOWN = "unknown", "Outcome unknown"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # Accepted at the first hop, then reported undeliverable for at least one recipient
+        # by a delivery report (``mailer.imap.bounces``): final, and apart from FAILED.
+        BOUNCED = "bounced", "Bounced"
 
     # States a worker may claim once next_attempt_at is due.
     PENDING_STATUSES = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
-    FINAL_STATUSES = (Status.SENT, Status.FAILED, Status.CANCELLED, Status.UNKNOWN)
+    FINAL_STATUSES = (Status.SENT, Status.FAILED, Status.CANCELLED, Status.UNKNOWN,
+                      Status.BOUNCED)
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="outbox_messages"
@@ -222,6 +233,11 @@ class OutboxMessage(models.Model):
     claimed_by = models.CharField(max_length=200, blank=True)
     # What is needed to rebuild the draft (undo send, edit as new draft).
     source_draft = models.JSONField(default=dict, blank=True)
+    # The DSN envelope id (RFC 3461 ENVID): opaque, random, set when queued; blank for mail
+    # queued before delivery reports existed. Reports are matched by it, within the account.
+    envid = models.CharField(max_length=64, blank=True, default=new_envid)
+    # "Ask for a delivery report": NOTIFY=SUCCESS too, where the server offers DSN.
+    delivery_report = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -243,6 +259,8 @@ class OutboxMessage(models.Model):
                 condition=Q(status="sending"),
             ),
             models.Index(fields=["account", "status"], name="outbox_account_status"),
+            models.Index(fields=["account", "envid"], name="outbox_account_envid"),
+            models.Index(fields=["account", "message_id"], name="outbox_account_message_id"),
         ]
 
     def __str__(self) -> str:
@@ -269,6 +287,11 @@ class Recipient(models.Model):
         DEFERRED = "deferred", "Deferred"
         FAILED = "failed", "Failed"
 
+    class Remote(models.TextChoices):
+        BOUNCED = "bounced", "Bounced"
+        DELAYED = "delayed", "Delayed"
+        DELIVERED = "delivered", "Delivered"
+
     # Recipients a delivery attempt sends to: never those already accepted or failed.
     RETRY_STATUSES = (Status.PENDING, Status.DEFERRED)
 
@@ -282,6 +305,17 @@ class Recipient(models.Model):
     # mean in plain words (``mailer.policy``) — the page shows both, side by side.
     text = models.TextField(blank=True)
     reason = models.TextField(blank=True, default="")
+    # Past the first hop: what a delivery report (RFC 3464, or a bounce in another shape)
+    # said of this recipient. ``status`` stays what the account's server said.
+    remote = models.CharField(max_length=10, choices=Remote.choices, blank=True)
+    remote_mta = models.CharField(max_length=255, blank=True)
+    remote_status = models.CharField(max_length=20, blank=True)  # e.g. 5.1.1
+    remote_code = models.PositiveIntegerField(null=True, blank=True)  # e.g. 550
+    remote_text = models.TextField(blank=True)  # the remote server's words (as text)
+    remote_reason = models.TextField(blank=True)  # what they mean, in plain words
+    remote_at = models.DateTimeField(null=True, blank=True)
+    report = models.ForeignKey("DeliveryReport", on_delete=models.SET_NULL, null=True,
+                               blank=True, related_name="recipients")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -564,6 +598,15 @@ class ImapSettings(models.Model):
     save_to_sent = models.BooleanField(default=True)
     # Blank: found by SPECIAL-USE \Sent, else by the usual names.
     sent_folder = models.CharField(max_length=255, blank=True)
+    # Bounce tracking: INBOX and the Junk folder are read for delivery reports.
+    track_reports = models.BooleanField(default=True)
+    # Where matched reports are moved (blank: left where they are, flagged \Seen).
+    reports_folder = models.CharField(max_length=255, blank=True)
+    # Per folder read: {"INBOX": [uidvalidity, last uid seen]}.
+    cursors = models.JSONField(default=dict, blank=True)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    poll_claimed_until = models.DateTimeField(null=True, blank=True)
+    poll_detail = models.TextField(blank=True)  # the last poll's problem, in plain words
     capabilities = models.JSONField(null=True, blank=True)
     folders = models.JSONField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
@@ -600,3 +643,38 @@ class SentCopy(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="sentcopy_due")]
+
+
+def _report_upload_to(instance: DeliveryReport, filename: str) -> str:
+    return f"reports/{uuid.uuid4().hex}.eml"
+
+
+class DeliveryReport(models.Model):
+    """A delivery report (or bounce) found in an account's mailbox and matched to one of
+    that account's messages; its raw bytes are kept for download."""
+
+    class Kind(models.TextChoices):
+        STANDARD = "standard", "Delivery status notification (RFC 3464)"
+        OTHER = "other", "Bounce message"
+
+    account = models.ForeignKey(SmtpAccount, on_delete=models.CASCADE,
+                                related_name="delivery_reports")
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE,
+                                related_name="delivery_reports")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    folder = models.CharField(max_length=255)
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+    raw = models.FileField(upload_to=_report_upload_to)
+    size = models.PositiveBigIntegerField(default=0)
+    subject = models.CharField(max_length=998, blank=True)
+    reporting_mta = models.CharField(max_length=255, blank=True)
+    arrived_at = models.DateTimeField(null=True, blank=True)  # the report's Date
+    found_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["found_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "folder", "uidvalidity", "uid"],
+                                    name="report_once_per_mailbox_uid"),
+        ]
