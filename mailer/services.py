@@ -24,6 +24,7 @@ from mailer.models import (
     AccountCheck,
     Attachment,
     Draft,
+    ImapSettings,
     OAuthSignIn,
     OAuthToken,
     OutboxMessage,
@@ -51,6 +52,7 @@ class CheckResult:
     capabilities: dict | None = None
     transcript: list[str] = field(default_factory=list)
     error: str = ""
+    imap: dict | None = None  # check_imap's result, for an account with an IMAP side
 
 
 def _own(user, obj):
@@ -589,16 +591,27 @@ def run_check(check_id: int) -> AccountCheck | None:
 
 def check_account(user, account: SmtpAccount, *, deadline: float | None = None) -> CheckResult:
     """Connect (TLS, AUTH), record the capability snapshot, and say in plain words whether
-    the account works. A successful check resumes a paused account. Everything (connect,
-    greeting, TLS, login) happens within ``deadline`` seconds (MAILROOM_CHECK_DEADLINE_SECONDS
-    by default): the client's timeouts are capped to it, and a server that answers too
-    slowly to finish in time is cut off when it passes. Synchronous: the web UI runs it
-    in a worker (``start_check``), the command line directly."""
+    the account works; then the same for its IMAP side, if it has one (its capabilities and
+    folders, in ``imap``). A successful SMTP check resumes a paused account. Everything
+    (connect, greeting, TLS, login, on both sides) happens within ``deadline`` seconds
+    (MAILROOM_CHECK_DEADLINE_SECONDS by default): the clients' timeouts are capped to what
+    is left of it, and an SMTP server that answers too slowly to finish in time is cut off
+    when it passes. Synchronous: the web UI runs it in a worker (``start_check``), the
+    command line directly."""
+    _own(user, account)
+    limit = check_deadline() if deadline is None else deadline
+    started = time.monotonic()
+    result = _check_smtp(user, account, limit)
+    if ImapSettings.objects.filter(account=account).exists():
+        result.imap = check_imap(account, max(1.0, limit - (time.monotonic() - started)))
+        result.ok = result.ok and result.imap["ok"]
+    return result
+
+
+def _check_smtp(user, account: SmtpAccount, limit: float) -> CheckResult:
     from mailer import delivery
     from mailer.smtp import errors as smtp_errors
 
-    _own(user, account)
-    limit = check_deadline() if deadline is None else deadline
     client = delivery.client_for(account, transcript=True)
     client.connect_timeout = min(client.connect_timeout, limit)
     client.command_timeout = min(client.command_timeout, limit)
@@ -614,13 +627,8 @@ def check_account(user, account: SmtpAccount, *, deadline: float | None = None) 
             verdict = _timeout_verdict(account, exc.phase, time.monotonic() - started)
         else:
             verdict = _check_verdict(exc)
-        return CheckResult(
-            ok=False,
-            verdict=verdict,
-            capabilities=None,
-            transcript=list(client.transcript),
-            error=str(exc),
-        )
+        return CheckResult(ok=False, verdict=verdict, capabilities=None,
+                           transcript=list(client.transcript), error=str(exc))
     snapshot = caps.to_dict()
     delivery.record_capabilities(account, snapshot)
     if account.paused_at is not None:
@@ -633,6 +641,57 @@ def check_account(user, account: SmtpAccount, *, deadline: float | None = None) 
         capabilities=snapshot,
         transcript=list(client.transcript),
     )
+
+
+def check_imap(account: SmtpAccount, timeout: float) -> dict:
+    """Log in to the account's IMAP side and list what it offers; the capabilities and
+    folders are kept on ``ImapSettings`` (the form offers the folders). No secret in the
+    result."""
+    from mailer.imap import session
+
+    account = SmtpAccount.objects.select_related("imap").get(pk=account.pk)
+    imap = account.imap
+    try:
+        probe = session.probe(account, timeout=timeout)
+    except session.ImapError as exc:
+        return {"ok": False, "verdict": str(exc), "error": exc.server, "capabilities": [],
+                "folders": [], "sent_folder": None}
+    ImapSettings.objects.filter(pk=imap.pk).update(
+        capabilities=probe.capabilities, folders=probe.folders, checked_at=timezone.now())
+    found = probe.sent_folder is not None or not imap.save_to_sent
+    verdict = probe.verdict if imap.save_to_sent else (
+        f"Logged in to {imap.host}:{imap.port}; Mailroom saves no copy of sent mail here "
+        "(turned off for this account).")
+    return {"ok": found, "verdict": verdict, "error": "", "capabilities": probe.capabilities,
+            "folders": probe.folders, "sent_folder": probe.sent_folder}
+
+
+#: The settings that say which mailbox the IMAP side reads: changing one starts the
+#: reading of delivery reports afresh there (the UIDs of another mailbox mean nothing).
+_MAILBOX_FIELDS = ("host", "port", "username")
+
+
+def save_imap(user, account: SmtpAccount, imap: ImapSettings, *,
+              secret: str | None = None) -> ImapSettings:
+    """Set up or change an account's IMAP side. ``secret``: a new IMAP password; None
+    keeps the one saved, "" goes back to the SMTP side's login."""
+    _own(user, account)
+    imap.account = account
+    if secret is not None:
+        imap.set_secret(secret)
+    old = ImapSettings.objects.filter(account=account).first()
+    if old is not None and any(getattr(old, f) != getattr(imap, f) for f in _MAILBOX_FIELDS):
+        imap.cursors, imap.capabilities, imap.folders = {}, None, None
+    imap.full_clean(exclude=["account"])
+    imap.save()
+    return imap
+
+
+def remove_imap(user, account: SmtpAccount) -> None:
+    """Turn the IMAP side off: no more copies in Sent, no more reading of reports. What
+    was found stays (the copies' and reports' records, the recipients' states)."""
+    _own(user, account)
+    ImapSettings.objects.filter(account=account).delete()
 
 
 def _timeout_verdict(account: SmtpAccount, phase: str, seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from mailer.models import Draft, SmtpAccount
+from mailer.models import Draft, ImapSettings, SmtpAccount
 from webui import presets
 
 # Account fields the form edits, in page order (the secret is a separate write-only field).
@@ -45,7 +45,24 @@ def drop_repeated_nul_errors(form: forms.BaseForm) -> None:
                               or _NUL_REFUSED in " ".join(e.messages)]
 
 
-class AccountForm(forms.ModelForm):
+class WriteOnlySecret:
+    """For a form with a write-only ``secret`` field: a password typed into a form that
+    failed is not rendered back (it would put the secret in the page); say so next to the
+    field instead of blanking it silently."""
+
+    RETYPE_SECRET = (
+        "Type the password again: for your safety Mailroom never sends it back to the page, "
+        "so it was cleared when the form came back with errors."
+    )
+
+    def full_clean(self) -> None:
+        super().full_clean()  # type: ignore[misc]
+        form: forms.BaseForm = self  # type: ignore[assignment]
+        if form.is_bound and form._errors and form.data.get("secret"):
+            form._errors.setdefault("secret", form.error_class()).append(self.RETYPE_SECRET)
+
+
+class AccountForm(WriteOnlySecret, forms.ModelForm):
     preset = forms.ChoiceField(
         required=False,
         choices=[("", "Choose a provider…")] + presets.choices(),
@@ -120,18 +137,6 @@ class AccountForm(forms.ModelForm):
             )
         return data
 
-    RETYPE_SECRET = (
-        "Type the password again: for your safety Mailroom never sends it back to the page, "
-        "so it was cleared when the form came back with errors."
-    )
-
-    def full_clean(self) -> None:
-        super().full_clean()
-        # A password typed into a form that failed is not rendered back (it would put the
-        # secret in the page): say so next to the field instead of blanking it silently.
-        if self.is_bound and self._errors and self.data.get("secret"):
-            self._errors.setdefault("secret", self.error_class()).append(self.RETYPE_SECRET)
-
     def save(self, commit: bool = True) -> SmtpAccount:
         account = super().save(commit=False)
         account.owner = self.owner
@@ -140,6 +145,70 @@ class AccountForm(forms.ModelForm):
         if commit:
             account.save()
         return account
+
+
+class ImapForm(WriteOnlySecret, forms.ModelForm):
+    """An account's IMAP side: the mailbox where sent mail is copied and delivery reports
+    are read. The login defaults to the SMTP side's."""
+
+    secret = forms.CharField(
+        label="IMAP password (optional)",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+    forget_secret = forms.BooleanField(
+        label="Use the account's SMTP login again (forget the IMAP password)", required=False)
+
+    class Meta:
+        model = ImapSettings
+        fields = ["host", "port", "security", "username", "save_to_sent", "sent_folder",
+                  "track_reports", "reports_folder"]
+        labels = {
+            "host": "IMAP server",
+            "security": "Encryption",
+            "username": "IMAP username (optional)",
+            "save_to_sent": "Save a copy of each sent message in the Sent folder",
+            "sent_folder": "Sent folder (optional)",
+            "track_reports": "Read delivery reports and bounces from the inbox and junk folder",
+            "reports_folder": "Move matched reports to this folder (optional)",
+        }
+        help_texts = {
+            "host": "For example imap.fastmail.com. The certificate is checked as for SMTP.",
+            "username": "Leave blank to log in exactly as the SMTP side does (the same "
+                        "username and password, or the same sign-in).",
+            "save_to_sent": "Turn off for Gmail, which files what it sends itself.",
+            "sent_folder": "Leave blank: Mailroom finds it (the folder the server marks as "
+                           "Sent, else Sent, Sent Items, Sent Messages…).",
+            "track_reports": "When a recipient's server later reports that it could not "
+                             "deliver (a bounce), the recipient shows as bounced. Reports "
+                             "are marked read; nothing is deleted.",
+            "reports_folder": "Leave blank to leave them where they arrive.",
+        }
+
+    def _post_clean(self):
+        super()._post_clean()
+        drop_repeated_nul_errors(self)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        one_nul_check(self)
+        self.fields["secret"].help_text = (
+            "Only if the IMAP login differs from the SMTP one. Stored encrypted and never "
+            "shown again" + (": leave blank to keep the saved one." if
+                             self.instance.secret_encrypted else ".")
+        )
+        if not self.instance.secret_encrypted:
+            del self.fields["forget_secret"]
+        if self.instance.folders:  # the template's datalist of the folders last seen
+            for name in ("sent_folder", "reports_folder"):
+                self.fields[name].widget.attrs["list"] = "imap-folders"
+
+    def new_secret(self) -> str | None:
+        """The password to save: a new one, "" to forget it, None to keep what is saved."""
+        if self.cleaned_data.get("forget_secret"):
+            return ""
+        return self.cleaned_data.get("secret") or None
 
 
 class ComposeForm(forms.ModelForm):

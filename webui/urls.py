@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webui.views import accounts, auth, compose, home, oauth, outbox, preferences
+from webui.views import accounts, auth, compose, home, imap, oauth, outbox, preferences
 
 urlpatterns = [
     path("login/", auth.login, name="login"),
@@ -19,6 +19,8 @@ urlpatterns = [
          name="account_check_status"),
     path("accounts/<int:pk>/resume/", accounts.account_resume, name="account_resume"),
     path("accounts/<int:pk>/test-message/", accounts.account_send_test, name="account_send_test"),
+    path("accounts/<int:pk>/imap/", imap.account_imap, name="account_imap"),
+    path("accounts/<int:pk>/imap/remove/", imap.account_imap_remove, name="account_imap_remove"),
     # "Sign in with …" (OAuth2)
     path("accounts/oauth/callback/", oauth.oauth_callback, name="oauth_callback"),
     path("accounts/oauth/<int:pk>/", oauth.oauth_sign_in, name="oauth_sign_in"),

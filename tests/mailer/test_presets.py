@@ -50,3 +50,15 @@ def test_quotas_stay_below_published_caps():
 def test_an_unknown_preset_names_the_known_ones():
     with pytest.raises(KeyError, match="known presets: gmail, microsoft365"):
         presets.get("aol")
+
+
+def test_each_real_provider_has_its_imap_side():
+    assert presets.imap_for("smtp.gmail.com") == presets.ImapPreset(
+        "imap.gmail.com", 993, "tls", save_to_sent=False)  # Gmail files sent mail itself
+    assert presets.imap_for("SMTP.Office365.com.").host == "outlook.office365.com"
+    assert presets.imap_for("smtp.fastmail.com").host == "imap.fastmail.com"
+    assert presets.imap_for("mail.example.net") is None
+    for preset in presets.PRESETS.values():
+        if preset.key != "local":
+            assert preset.imap and preset.imap.port == 993 and preset.imap.security == "tls"
+        assert "imap" not in preset.account_fields()

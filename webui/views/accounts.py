@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from mailer import quotas, services
-from mailer.models import OAuthToken, OutboxMessage, SmtpAccount
+from mailer.models import ImapSettings, OAuthToken, OutboxMessage, SmtpAccount
 from mailer.oauth import providers
 from webui.forms import AccountForm
 from webui.views.common import run_service
@@ -91,6 +91,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "counts": counts,
         "caps": caps,
         "quota": _quota_use(account),
+        "imap": ImapSettings.objects.filter(account=account).first(),
         **_sign_in_context(account),
     })
 
