@@ -125,7 +125,18 @@ def next_step(message: OutboxMessage, recipients: list[Recipient],
                         "Retry now, or edit it as a new draft.", can_retry_now=True)
     if status == S.UNKNOWN:
         return NextStep("Mailroom will not resend it by itself: the server may already have it.")
+    if status == S.BOUNCED:
+        return _bounced(recipients)
     return NextStep("It will not be sent.")  # cancelled
+
+
+def _bounced(recipients: list[Recipient]) -> NextStep:
+    bounced = sum(r.remote == Recipient.Remote.BOUNCED for r in recipients)
+    who = "1 recipient" if bounced == 1 else f"{bounced} recipients"
+    return NextStep(
+        f"The server took it, but a delivery report came back: it could not be delivered to "
+        f"{who} (see below). Mailroom does not send it again by itself; correct the address "
+        "and edit it as a new draft to send it again.")
 
 
 _PAUSED_NO_RETRY = (" The account is paused: once its settings are fixed, it can be retried.")

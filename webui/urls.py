@@ -39,6 +39,8 @@ urlpatterns = [
     path("messages/<int:pk>/status/", outbox.message_status, name="message_status"),
     path("messages/<int:pk>/body.html", outbox.message_html, name="message_html"),
     path("messages/<int:pk>/download.eml", outbox.message_eml, name="message_eml"),
+    path("messages/<int:pk>/reports/<int:report>.eml", outbox.message_report,
+         name="message_report"),
     path("messages/<int:pk>/undo/", outbox.message_undo, name="message_undo"),
     path("messages/<int:pk>/cancel/", outbox.message_cancel, name="message_cancel"),
     path("messages/<int:pk>/retry/", outbox.message_retry, name="message_retry"),

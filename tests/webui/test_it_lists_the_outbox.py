@@ -19,7 +19,7 @@ def test_it_counts_by_status_and_shows_one_tab(owner, owner_client, account):
     response = owner_client.get("/outbox/?tab=failed")
     tabs = dict((key, count) for key, _label, count in response.context["tabs"])
     assert tabs == {"all": 4, "waiting": 1, "sent": 1, "deferred": 0, "failed": 2,
-                    "unknown": 0, "cancelled": 0}
+                    "unknown": 0, "cancelled": 0, "bounced": 0}
     body = response.content.decode()
     assert "Bounced one" in body and "Bounced two" in body and "Delivered one" not in body
 
@@ -73,7 +73,7 @@ def test_the_tab_counts_are_live(owner, owner_client, account):
     assert _tabs(owner_client)["deferred"] == 1
     OutboxMessage.objects.filter(pk=message.pk).update(status="failed")  # a worker's change
     assert _tabs(owner_client) == {"all": 1, "waiting": 0, "sent": 0, "deferred": 0,
-                                   "failed": 1, "unknown": 0, "cancelled": 0}
+                                   "failed": 1, "unknown": 0, "cancelled": 0, "bounced": 0}
     owner_client.post(f"/messages/{message.pk}/retry/")  # the user's own action
     assert _tabs(owner_client)["waiting"] == 1
 
@@ -85,7 +85,7 @@ def test_the_tabs_count_a_send_at_once(owner, owner_client, account):
         "body_text": "Hello", "action": "send"})
     assert response.status_code == 302
     assert _tabs(owner_client) == {"all": 1, "waiting": 1, "sent": 0, "deferred": 0,
-                                   "failed": 0, "unknown": 0, "cancelled": 0}
+                                   "failed": 0, "unknown": 0, "cancelled": 0, "bounced": 0}
     assert _tabs(owner_client, f"account={account.pk}")["waiting"] == 1
 
 

@@ -83,6 +83,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         waiting=Count("pk", filter=Q(status__in=["queued", "scheduled", "sending", "deferred"])),
         sent=Count("pk", filter=Q(status="sent")),
         failed=Count("pk", filter=Q(status="failed")),
+        bounced=Count("pk", filter=Q(status="bounced")),
     )
     caps = account.capabilities or {}
     return render(request, "webui/accounts/detail.html", {

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 
 from mailer import progress, services
 from mailer.counts import by_status, by_status_and_page, by_status_in
-from mailer.models import Draft, OutboxMessage, Recipient
+from mailer.models import DeliveryReport, Draft, ImapSettings, OutboxMessage, Recipient, SentCopy
 from mailer.search import search
 from webui.forms import OutboxFilterForm
 from webui.rendering import parse_eml, sanitise_html
@@ -42,6 +42,7 @@ TABS = [
     ("deferred", "Deferred", (S.DEFERRED,)),
     ("failed", "Failed", (S.FAILED,)),
     ("unknown", "Unknown", (S.UNKNOWN,)),
+    ("bounced", "Bounced", (S.BOUNCED,)),
     ("cancelled", "Cancelled", (S.CANCELLED,)),
 ]
 # What a history row shows (fewer columns to fetch and convert, 50 times a page).
@@ -232,11 +233,48 @@ def _live_context(request: HttpRequest, message: OutboxMessage) -> dict:
         "can_resend": message.status == S.UNKNOWN,
         "step": step,
         "split": progress.split([r.status for r in recipients]),
+        "sent_copy": _sent_copy(message),
+        "reports": list(message.delivery_reports.all()),
         # The message's own reason is shown only when it is not the recipients' reasons
         # joined (each recipient's is in its row, once).
         "message_reason": (message.wait_reason if message.status in PENDING else "")
         or message.last_error if refused and not all(r.code for r in refused) else "",
     }
+
+
+def _sent_copy(message: OutboxMessage) -> dict | None:
+    """The copy in the Sent folder, in words: saved / waiting / not saved / off; None when
+    the account has no IMAP side and there was never a copy."""
+    copy = SentCopy.objects.filter(message=message).first()
+    if copy is not None:
+        return {"status": copy.status, "label": copy.get_status_display(),
+                "words": copy.detail, "folder": copy.folder}
+    imap = ImapSettings.objects.filter(account_id=message.account_id).first()
+    if imap is None:
+        return None
+    if not imap.save_to_sent:
+        return {"status": "off", "label": "Off",
+                "words": "Saving a copy in the Sent folder is turned off for this account."}
+    if message.status in (S.SENT, S.BOUNCED) and (message.last_attempt_at is None
+                                                 or message.last_attempt_at < imap.enabled_at):
+        return {"status": "off", "label": "Not saved",
+                "words": "Sent before IMAP was set up for this account: no copy is saved."}
+    if message.status in (S.SENT, S.BOUNCED):
+        return {"status": "pending", "label": SentCopy.Status.PENDING.label,
+                "words": "A worker saves it in the Sent folder in a moment."}
+    return {"status": "later", "label": "After sending",
+            "words": "Once the server accepts it, a copy goes to the Sent folder."}
+
+
+@login_required
+def message_report(request: HttpRequest, pk: int, report: int) -> HttpResponse:
+    """A delivery report as it arrived (raw), to download."""
+    message = _get_message_for_user(request, pk)
+    found = get_object_or_404(DeliveryReport, pk=report, message=message)
+    return FileResponse(
+        found.raw.open("rb"), as_attachment=True,
+        filename=f"message-{message.pk}-report-{found.pk}.eml", content_type="message/rfc822",
+    )
 
 
 @login_required
