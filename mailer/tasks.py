@@ -17,8 +17,14 @@ log = logging.getLogger("mailer.tasks")
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver(message_id: int) -> int:
-    """Deliver the message and the rest of its account's due mail (``delivery.drain``)."""
-    return len(delivery.drain(message_id))
+    """Deliver the message and the rest of its account's due mail (``delivery.drain``);
+    then, if some was accepted for an account that keeps a Sent copy, save the copies."""
+    from mailer.imap import sentcopy
+
+    outcomes = delivery.drain(message_id)
+    if sentcopy.wanted_after(message_id, outcomes):
+        _hand_over_now(save_sent_copies, "the Sent copies")
+    return len(outcomes)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -87,13 +93,14 @@ def wake_sign_in(sign_in_id: int) -> None:
 
 
 def _hand_over(task, pk: int, what: str) -> None:
-    def send() -> None:
-        try:
-            task.apply_async((pk,), retry=True, retry_policy=QUICK_RETRY)
-        except Exception as exc:  # kombu raises several unrelated classes for a dead broker
-            log.warning("could not hand %s %s to a worker (%s)", what, pk, exc)
+    transaction.on_commit(lambda: _hand_over_now(task, f"{what} {pk}", pk))
 
-    transaction.on_commit(send)
+
+def _hand_over_now(task, what: str, *args) -> None:
+    try:
+        task.apply_async(args, retry=True, retry_policy=QUICK_RETRY)
+    except Exception as exc:  # kombu raises several unrelated classes for a dead broker
+        log.warning("could not hand %s to a worker (%s)", what, exc)
 
 
 def publish(message_id: int, *, account_id: int | None = None) -> None:

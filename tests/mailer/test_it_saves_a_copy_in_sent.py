@@ -163,3 +163,20 @@ def test_a_wrong_imap_password_is_not_retried_blindly(owner, sink, dovecot):
     assert "refused the IMAP login" in detail and "not-the-password" not in detail
     # The account itself keeps sending.
     assert delivery.deliver(send(owner, account).pk) == "sent"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_that_delivered_saves_the_copy_at_once(owner, sink, dovecot):
+    """A real Celery worker without beat: the copy is saved because the delivering worker
+    asked for it (``sentcopy.wanted_after``), not because a periodic pass came by."""
+    from tests.mailer.pipeline import FAST
+    from tests.workers import celery_worker, wait_until
+
+    account = _account(owner, sink, dovecot, user="carol")
+    before = len(dovecot.messages("carol", "Sent"))
+    with celery_worker(env={**FAST, "MAILROOM_SWEEP_SECONDS": "3600"}):
+        msg = send(owner, account, to="ann@example.org")
+        wait_until(lambda: SentCopy.objects.filter(message=msg, status="saved").exists(),
+                   what="the copy saved")
+    assert len(dovecot.messages("carol", "Sent")) == before + 1
+    assert OutboxMessage.objects.get(pk=msg.pk).status == "sent"
