@@ -100,6 +100,7 @@ def _draft_snapshot(draft: Draft) -> dict:
         "body_text": draft.body_text,
         "body_html": draft.body_html,
         "send_at": draft.send_at.isoformat() if draft.send_at else None,
+        "delivery_report": draft.delivery_report,
     }
 
 
@@ -159,6 +160,7 @@ def _outbox_message(
         scheduled_at=send_at if send_at and send_at > now else None,
         hold_until=hold_until,
         source_draft=_draft_snapshot(draft),
+        delivery_report=draft.delivery_report,
         # Mail of a paused account waits (it is not claimed) until the account is fixed.
         wait_reason=f"The account is paused. {account.paused_reason}".strip()[:500]
         if account.paused_at is not None
@@ -219,6 +221,7 @@ def _draft_from_snapshot(user, message: OutboxMessage) -> Draft:
         body_text=snap.get("body_text", ""),
         body_html=snap.get("body_html", ""),
         send_at=datetime.fromisoformat(send_at) if send_at else None,
+        delivery_report=bool(snap.get("delivery_report", False)),
     )
 
 

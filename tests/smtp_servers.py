@@ -170,6 +170,11 @@ class RecordingHandler:
         #: Advertise PIPELINING (aiosmtpd handles pipelined commands but does not say so;
         #: every real submission server does).
         self.pipelining = pipelining
+        #: Offer DSN (RFC 3461), which aiosmtpd does not know: its parameters are taken
+        #: off MAIL and RCPT (``_ScriptableSMTP``) and kept here, in order:
+        #: ("MAIL" or "RCPT", address, "RET=HDRS ENVID=...").
+        self.dsn = False
+        self.dsn_params: list[tuple[str, str, str]] = []
         self.messages: list[RecordedMessage] = []
         self.rules: list[Rule] = []
         self.login_attempts: list[tuple[str, str]] = []  # (mechanism, login)
@@ -217,6 +222,8 @@ class RecordingHandler:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
+        if self.dsn:
+            responses.insert(1, "250-DSN")
         return responses  # aiosmtpd adds the final "250 HELP" itself
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
@@ -258,8 +265,28 @@ class RecordingHandler:
         return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
 
 
+_DSN_PARAMS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+
+
 class _ScriptableSMTP(SMTP):
-    """aiosmtpd's server plus the ``data`` phase (a reply to the DATA command itself)."""
+    """aiosmtpd's server plus the ``data`` phase (a reply to the DATA command itself) and,
+    when the handler offers it, DSN's parameters."""
+
+    def _take_dsn(self, verb: str, arg: str) -> str:
+        handler = self.event_handler
+        if not getattr(handler, "dsn", False) or not arg:
+            return arg
+        address, _, params = arg.partition(">")
+        words = params.split()
+        dsn = [w for w in words if w.upper().startswith(_DSN_PARAMS)]
+        handler.dsn_params.append((verb, address.split("<")[-1], " ".join(dsn)))
+        return " ".join([address + ">", *[w for w in words if w not in dsn]])
+
+    async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802
+        await super().smtp_MAIL(self._take_dsn("MAIL", arg))
+
+    async def smtp_RCPT(self, arg: str) -> None:  # noqa: N802
+        await super().smtp_RCPT(self._take_dsn("RCPT", arg))
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
         handler = self.event_handler

@@ -231,10 +231,18 @@ class ComposeForm(forms.ModelForm):
 
     class Meta:
         model = Draft
-        fields = ["account", "to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html"]
+        fields = ["account", "to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html",
+                  "delivery_report"]
         labels = {
             "account": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "reply_to": "Reply-To",
             "body_text": "Message", "body_html": "HTML version (optional)",
+            "delivery_report": "Ask for a delivery report",
+        }
+        help_texts = {
+            "delivery_report": "The recipients' servers then also report when the message "
+                               "was delivered (not only when it failed or is delayed). Only "
+                               "where your server offers delivery reports (DSN); the reports "
+                               "are read when the account has IMAP.",
         }
         widgets = {
             "to": forms.TextInput(

@@ -90,7 +90,7 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
             try:
                 with message.eml.open("rb") as fh:
                     sent = client.send(message.envelope_from, [r.address for r in pending], fh,
-                                       size_hint=message.size)
+                                       size_hint=message.size, **_dsn(message))
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
                 # A cached connection the server had closed (it was not checked with NOOP):
@@ -113,6 +113,16 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
             policy.accepted(sent.data_reply or r.reply) if r.accepted else policy.refused(r.reply)
         )
     return result
+
+
+def _dsn(message: OutboxMessage) -> dict:
+    """Delivery reports asked for (sent only where the server offers DSN): on failure and
+    delay always, on success when the user asked; the headers only (RET=HDRS: enough to
+    match the report by Message-ID, not the whole message back); the envelope id that
+    ``mailer.imap.bounces`` matches the report by, and each recipient as given (ORCPT)."""
+    notify = ["SUCCESS", "FAILURE", "DELAY"] if message.delivery_report else ["FAILURE", "DELAY"]
+    return {"dsn_notify": notify, "dsn_ret": "HDRS", "envid": message.envid or None,
+            "dsn_orcpt": True}
 
 
 class _Marker:

@@ -143,6 +143,13 @@ def _check_arg(value: str, what: str, phase: str) -> None:
         )
 
 
+def _orcpt(address: str) -> str:
+    """RFC 3461 §4.2: the original recipient, so that a report names the address as it was
+    given. Left out for a non-ASCII address: its "utf-8" address type (RFC 6533) is known
+    only to servers that also know SMTPUTF8 DSNs, and ORCPT is optional."""
+    return f" ORCPT=rfc822;{_xtext(address)}" if address.isascii() else ""
+
+
 def _xtext(value: str) -> str:
     """RFC 3461 section 4: xtext-encode an ENVID/ORCPT value."""
     return "".join(
@@ -373,6 +380,7 @@ class SMTPClient:
         dsn_notify: Iterable[str] | None = None,
         dsn_ret: str | None = None,
         envid: str | None = None,
+        dsn_orcpt: bool = False,
         smtputf8: bool | None = None,
         body_8bit: bool | None = None,
         size_hint: int | None = None,
@@ -381,7 +389,9 @@ class SMTPClient:
 
         Returns when at least one recipient was accepted and the data reply was 2xx, with
         any partial refusals in the result. After a failed transaction the connection is
-        RSET and stays usable (unless the failure closed it).
+        RSET and stays usable (unless the failure closed it). ``dsn_notify``, ``dsn_ret``,
+        ``envid`` and ``dsn_orcpt`` (each recipient's ORCPT) ask for delivery reports
+        (RFC 3461), and are sent only where the server offers DSN.
 
         :raises SMTPCommandArgumentError: an argument has a control character (nothing sent).
         :raises SMTPNotSupported: SMTPUTF8 or 8BITMIME is needed but not offered.
@@ -412,7 +422,8 @@ class SMTPClient:
             if envid is not None:
                 mail += f" ENVID={_xtext(envid)}"
         notify_param = f" NOTIFY={','.join(notify)}" if notify and caps.dsn else ""
-        rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}" for r in rcpts]
+        rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}{_orcpt(r) if dsn_orcpt and caps.dsn else ''}"
+                     for r in rcpts]
 
         self._check_alive("mail")
         return self._transaction(caps, envelope_from, rcpts, mail, rcpt_cmds, message)

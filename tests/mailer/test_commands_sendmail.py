@@ -185,3 +185,11 @@ def test_it_refuses_an_argument_that_is_not_utf8(account, option):
     with pytest.raises(CommandError, match=f"{option} is not valid UTF-8 text"):
         call_command("sendmail", "--user", "owner", *flat)
     assert not OutboxMessage.objects.exists() and not Draft.objects.exists()
+
+
+def test_it_asks_for_a_delivery_report_when_told(account):
+    asked = sendmail("--to", "bob@example.com", "--subject", "S", "--body", "b",
+                     "--delivery-report")
+    plain = sendmail("--to", "bob@example.com", "--subject", "S", "--body", "b")
+    assert asked.delivery_report and not plain.delivery_report
+    assert asked.envid and asked.envid != plain.envid

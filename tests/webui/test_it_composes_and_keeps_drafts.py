@@ -97,3 +97,28 @@ def test_it_lists_and_deletes_drafts(owner_client, draft):
     response = owner_client.post(f"/drafts/{draft.pk}/delete/")
     assert response["Location"] == "/drafts/"
     assert not Draft.objects.filter(pk=draft.pk).exists()
+
+
+def test_ask_for_a_delivery_report_goes_from_the_form_to_the_message_and_back(
+    owner, owner_client, account
+):
+    page = owner_client.get("/compose/").content.decode()
+    assert 'name="delivery_report"' in page and "Ask for a delivery report" in page
+    assert "delivery reports (DSN)" in page  # says when it can work
+    owner_client.post("/compose/", _form(account, delivery_report="on"))
+    draft = Draft.objects.get(owner=owner)
+    assert draft.delivery_report
+    box = owner_client.get(f"/drafts/{draft.pk}/").content.decode().split(
+        'name="delivery_report"')[1].split(">")[0]
+    assert " checked" in box
+    # Kept when sending fails validation too.
+    owner_client.post(f"/drafts/{draft.pk}/", _form(account, to="not an address",
+                                                    delivery_report="on", action="send",
+                                                    draft=draft.pk))
+    assert Draft.objects.get(pk=draft.pk).delivery_report
+    owner_client.post(f"/drafts/{draft.pk}/", _form(account, delivery_report="on",
+                                                    action="send", draft=draft.pk))
+    message = OutboxMessage.objects.get(owner=owner)
+    assert message.delivery_report
+    owner_client.post(f"/messages/{message.pk}/undo/")
+    assert Draft.objects.get(owner=owner).delivery_report  # undo brings it back

@@ -59,6 +59,7 @@ def _save_draft(request: HttpRequest, draft: Draft, form: ComposeForm) -> list[s
         for name in TEXT_FIELDS:
             if name in form.data:
                 setattr(draft, name, form.data.get(name, ""))
+        draft.delivery_report = form.data.get("delivery_report") in ("on", "true", "1")
         draft.save()
     if form.is_valid() or "send_at" not in form.errors:
         send_at = form.cleaned_data.get("send_at")

@@ -78,6 +78,12 @@ class Command(BaseCommand):
             metavar="S",
             help="keep it S seconds before sending, so it can still be taken back (default 0)",
         )
+        parser.add_argument(
+            "--delivery-report",
+            action="store_true",
+            help="ask the recipients' servers to report delivery too, not only failures and "
+            "delays (where the account's server offers DSN)",
+        )
 
     def handle(self, *args, **opts):
         _refuse_undecodable(opts)
@@ -109,6 +115,7 @@ class Command(BaseCommand):
                     subject=opts["subject"],
                     body_text=body,
                     body_html=html,
+                    delivery_report=opts["delivery_report"],
                 )
                 for name, data in files:
                     saved.append(attachments.add(draft, name=name, content=io.BytesIO(data)))
