@@ -332,6 +332,10 @@ MAILROOM_CHECK_DEADLINE_SECONDS = env.float("MAILROOM_CHECK_DEADLINE_SECONDS", d
 # before it is given up as "not saved".
 MAILROOM_IMAP_TIMEOUT = env.float("MAILROOM_IMAP_TIMEOUT", default=30.0)
 MAILROOM_SENT_COPY_ATTEMPTS = env.int("MAILROOM_SENT_COPY_ATTEMPTS", default=8)
+# Delivery reports (mailer.imap.bounces): how often each account's INBOX and junk folder are
+# read, in seconds, and the largest report that is read (a larger one is skipped, said so).
+MAILROOM_REPORT_POLL_SECONDS = env.float("MAILROOM_REPORT_POLL_SECONDS", default=300.0)
+MAILROOM_REPORT_MAX_BYTES = env.int("MAILROOM_REPORT_MAX_BYTES", default=10_000_000)
 MAILROOM_CHECKS_PER_MINUTE = env.int("MAILROOM_CHECKS_PER_MINUTE", default=5)
 # A provider that says "slow down" (4.7.x, 421, 454): the first spacing of the account's
 # attempts, doubled at each further throttle within the window (mailer.policy).

@@ -666,6 +666,9 @@ class DeliveryReport(models.Model):
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
     raw = models.FileField(upload_to=_report_upload_to)
+    # SHA-256 of the raw bytes: the same report found again (under a new UIDVALIDITY, or
+    # copied to another folder) is recognised, not counted twice.
+    digest = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField(default=0)
     subject = models.CharField(max_length=998, blank=True)
     reporting_mta = models.CharField(max_length=255, blank=True)
@@ -677,4 +680,5 @@ class DeliveryReport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "folder", "uidvalidity", "uid"],
                                     name="report_once_per_mailbox_uid"),
+            models.UniqueConstraint(fields=["account", "digest"], name="report_once_per_bytes"),
         ]

@@ -51,6 +51,7 @@ __all__ = [
     "backoff",
     "classify",
     "classify_attempt_error",
+    "report_reason",
     "classify_error",
     "classify_recipient",
     "expired",
@@ -745,3 +746,32 @@ def age_words(first_queued_at: datetime, now: datetime) -> str:
     if secs >= 3600:
         return f"{secs // 3600} hour(s)"
     return f"{max(secs // 60, 0)} minute(s)"
+
+
+# --- past the first hop: what a delivery report means (mailer.imap.bounces) ---------------
+
+#: RFC 3463 subjects and details of a permanent failure reported later, most specific first.
+_BOUNCE_WORDS = (
+    ("5.1.1", "the address does not exist there. Check it for typos"),
+    ("5.1.", "the address is not valid there. Check it"),
+    ("5.2.2", "the recipient's mailbox is full"),
+    ("5.2.", "the recipient's mailbox does not take mail at the moment"),
+    ("5.3.4", "the message is too large for it. Send a smaller one, or a link"),
+    ("5.4.", "the recipient's mail server could not be reached on the way"),
+    ("5.7.", "its policy refused the message (a spam filter or a check of the sender)"),
+)
+
+
+def report_reason(state: str, status: str) -> str:
+    """The plain words beside a recipient's state from a delivery report (``state``:
+    bounced, delayed or delivered; ``status``: the report's enhanced code, e.g. 5.1.1)."""
+    if state == "delivered":
+        return "The recipient's server reports that the message was delivered."
+    if state == "delayed":
+        return ("The message has not reached the recipient yet: a server on the way keeps "
+                "trying. This is a warning, not a failure; a further report follows if it "
+                "gives up.")
+    detail = next((words for prefix, words in _BOUNCE_WORDS if status.startswith(prefix)),
+                  "it gave up on the message")
+    return (f"Your server took the message, but the recipient's side could not deliver it: "
+            f"{detail}. Mailroom does not send it again by itself.")

@@ -41,6 +41,14 @@ def save_sent_copies() -> int:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def poll_reports() -> int:
+    """Beat's pass over the mailboxes due for delivery reports (``mailer.imap.bounces``)."""
+    from mailer.imap import bounces
+
+    return bounces.poll_due()
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def release_holds() -> int:
     return len(delivery.release_holds())
 

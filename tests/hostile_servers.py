@@ -23,6 +23,7 @@ import socket
 import threading
 from email.parser import BytesHeaderParser
 
+from tests.proxies import pipe
 from tests.smtp_servers import (
     RecordingHandler,
     RunningServer,
@@ -186,20 +187,6 @@ class HostileServer:
     # --- healed -----------------------------------------------------------------------
     def _relay(self, conn: ScriptedConnection) -> None:
         up = socket.create_connection(self.upstream, timeout=600.0)
-
-        def pipe(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
         back = threading.Thread(target=pipe, args=(up, conn.sock), daemon=True)
         back.start()
         pipe(conn.sock, up)

@@ -23,7 +23,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from mailer import destinations
 
 __all__ = ["SENT_NAMES", "ImapError", "Probe", "append_once", "find_sent", "open_session",
-           "probe"]
+           "errors", "probe"]
 
 #: Where mail programs keep sent mail, when the server names no \Sent folder (RFC 6154).
 SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "[Gmail]/Sent Mail", "INBOX.Sent",
@@ -121,7 +121,7 @@ def open_session(account, *, timeout: float | None = None) -> Iterator[IMAPClien
         raise ImapError(f"Could not connect to the IMAP server {where} ({_short(exc)}). Check "
                         "the IMAP host and port.", server=str(exc)) from None
     try:
-        with _errors(where):
+        with errors(where):
             if imap.security == "starttls":
                 if b"STARTTLS" not in client.capabilities():
                     raise ImapError(f"{where} does not offer STARTTLS, and Mailroom never logs "
@@ -142,7 +142,7 @@ _CERT = ("The IMAP server {where}'s certificate could not be verified, so Mailro
 
 
 @contextmanager
-def _errors(where: str) -> Iterator[None]:
+def errors(where: str) -> Iterator[None]:
     try:
         yield
     except ImapError:
@@ -194,7 +194,7 @@ def probe(account, *, timeout: float | None = None) -> Probe:
     """What "Test connection" shows of the IMAP side. Raises :class:`ImapError`."""
     imap = account.imap
     where = f"{imap.host}:{imap.port}"
-    with open_session(account, timeout=timeout) as client, _errors(where):
+    with open_session(account, timeout=timeout) as client, errors(where):
         caps = sorted(c.decode() if isinstance(c, bytes) else str(c)
                       for c in client.capabilities())
         sent, folders = find_sent(client, imap.sent_folder)

@@ -258,3 +258,17 @@ def test_a_throttled_account_is_given_more_and_more_room(settings):
     assert spacings == [60, 60, 120, 240, 480, 960, 1920, 3840, 4000]
     assert policy.throttle_delay(10_000) == timedelta(seconds=4000)
     assert policy.throttle_window() == timedelta(hours=1)
+
+
+def test_a_later_report_is_said_in_plain_words():
+    from mailer.policy import report_reason
+
+    assert "does not exist there. Check it for typos" in report_reason("bounced", "5.1.1")
+    assert "mailbox is full" in report_reason("bounced", "5.2.2")
+    assert "its policy refused" in report_reason("bounced", "5.7.1")
+    assert "gave up on the message" in report_reason("bounced", "")
+    for state in ("bounced", "delayed", "delivered"):
+        words = report_reason(state, "5.1.1")
+        assert words.endswith(".") and "Mailroom will try" not in words
+    assert "not a failure" in report_reason("delayed", "4.4.1")
+    assert "was delivered" in report_reason("delivered", "2.0.0")
