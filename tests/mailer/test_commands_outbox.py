@@ -119,3 +119,30 @@ def test_it_explains_an_unknown_id_and_an_empty_outbox(db):
     assert "The outbox is empty." in outbox()
     with pytest.raises(CommandError, match="no message 999"):
         outbox("retry", "999")
+
+
+def test_it_shows_what_a_delivery_report_said(owner, account, server):
+    from mailer.imap import bounces
+    from tests.mailer.reports import postfix_report
+
+    msg = send(owner, account, to="ann@example.org, gone@bounce.test")
+    delivery.deliver(msg.pk)
+    msg.refresh_from_db()
+    raw = postfix_report(message_id=msg.message_id, envid=msg.envid, recipients=[
+        ("gone@bounce.test", "failed", "5.1.1", "550 5.1.1 <gone@bounce.test>: User unknown")])
+    report = bounces.record(account, raw, folder="INBOX", uidvalidity=1, uid=9)
+    row = listing()[msg.pk]
+    assert row["status"] == "bounced"
+    gone = next(r for r in row["recipients"] if r["address"] == "gone@bounce.test")
+    assert gone["status"] == "accepted"  # what the account's own server said
+    assert gone["remote"] == {
+        "state": "bounced", "mta": "mx.bounce.test", "status": "5.1.1", "code": 550,
+        "text": "<gone@bounce.test>: User unknown", "reason": gone["remote"]["reason"],
+        "at": gone["remote"]["at"], "report": report.pk}
+    assert "does not exist there" in gone["remote"]["reason"]
+    [rep] = row["reports"]
+    assert rep["id"] == report.pk and open(rep["file"], "rb").read() == raw
+    ann = next(r for r in row["recipients"] if r["address"] == "ann@example.org")
+    assert ann["remote"] is None
+    text = outbox()
+    assert "later: bounced at mx.bounce.test: 550 5.1.1" in text and f"report #{report.pk}" in text

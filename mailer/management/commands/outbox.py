@@ -169,10 +169,26 @@ def message_dict(m: OutboxMessage) -> dict:
                 "reason": services.explain(r.code, r.enhanced or None, r.text)
                 if r.status in (Recipient.Status.FAILED, Recipient.Status.DEFERRED)
                 else "",
+                # Past the first hop (a delivery report), or null.
+                "remote": _remote(r),
             }
             for r in m.recipients.all()
         ],
+        "reports": [
+            {"id": rep.pk, "kind": rep.kind, "folder": rep.folder, "size": rep.size,
+             "reporting_mta": rep.reporting_mta, "found_at": _iso(rep.found_at),
+             "file": rep.raw.path}
+            for rep in m.delivery_reports.all()
+        ],
     }
+
+
+def _remote(r: Recipient) -> dict | None:
+    if not r.remote:
+        return None
+    return {"state": r.remote, "mta": r.remote_mta, "status": r.remote_status,
+            "code": r.remote_code, "text": r.remote_text, "reason": r.remote_reason,
+            "at": _iso(r.remote_at), "report": r.report_id}
 
 
 def _format(row: dict) -> str:
@@ -193,5 +209,13 @@ def _format(row: dict) -> str:
         line = f"    {r['kind']:<3} {r['address']:<{width}}  {r['status']:<8}  {shown}"
         if r["reason"]:
             line += f"\n        {r['reason']}"
+        if r["remote"]:
+            far = r["remote"]
+            said = " ".join(str(x) for x in (far["code"], far["status"], far["text"]) if x)
+            line += (f"\n        later: {far['state']}"
+                     + (f" at {far['mta']}" if far["mta"] else "") + (f": {said}" if said else "")
+                     + f"\n        {far['reason']} (report #{far['report']})")
         lines.append(line.rstrip())
+    for rep in row["reports"]:
+        lines.append(f"    report #{rep['id']} ({rep['kind']}, {rep['size']} bytes): {rep['file']}")
     return "\n".join(lines)
