@@ -41,7 +41,8 @@ __all__ = ["RecipientReport", "Report", "parse"]
 
 #: Actions (RFC 3464 §2.3.3) → the state the recipient takes.
 ACTIONS = {"failed": "bounced", "delayed": "delayed", "delivered": "delivered",
-           "relayed": "delivered", "expanded": "delivered"}
+           "relayed": "delivered", "expanded": "delivered",
+           "failure": "bounced"}  # "failure": not RFC 3464, but some MTAs write it
 _MESSAGE_ID = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _CODE = re.compile(r"^\s*([245]\d\d)(?:[ -]+(.*))?$", re.DOTALL)
 # HTML in a diagnostic (some servers answer with a web page): its tags, not an <address>.
@@ -77,8 +78,12 @@ def parse(raw: bytes) -> Report | None:
     try:
         msg = message_from_bytes(raw, policy=compat32)
         report = _standard(msg)
-        if report is None:
-            report = _other(msg)
+        if report is None or not report.recipients:
+            # No usable status part: the detectors may still find who failed.
+            other = _other(msg)
+            if other is not None and report is not None:
+                other.envid, other.reporting_mta = report.envid, report.reporting_mta
+            report = other or report
     except Exception:  # noqa: BLE001 - a report is untrusted input: unreadable is "no report"
         log.warning("a message that looked like a report could not be read", exc_info=True)
         return None
@@ -105,8 +110,9 @@ def _standard(msg: Message) -> Report | None:
                     message_ids=_returned_ids(msg))
     for block in per_recipient:
         recipient = _recipient(block)
-        if recipient is not None:
-            report.recipients.append(recipient)
+        if recipient is not None and not any(
+                r.address.lower() == recipient.address.lower() for r in report.recipients):
+            report.recipients.append(recipient)  # once per address (some MTAs repeat it)
     return report
 
 
