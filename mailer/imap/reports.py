@@ -99,7 +99,7 @@ def parse(raw: bytes) -> Report | None:
 def _standard(msg: Message) -> Report | None:
     if msg.get_content_type() != "multipart/report":
         return None
-    if (msg.get_param("report-type") or "").lower() != "delivery-status":
+    if str(msg.get_param("report-type") or "").lower() != "delivery-status":
         return None
     blocks = _status_blocks(msg)
     if not blocks:
@@ -127,7 +127,7 @@ def _status_blocks(msg: Message) -> list[Message]:
         # Encoded (base64, quoted-printable): the parser split the encoded text into
         # "blocks"; join it back, decode it, and split it ourselves.
         text = _decoded_text(part) if isinstance(payload, str) else _decode(
-            "".join(block.as_string() for block in payload), encoding)
+            "".join(b.as_string() if isinstance(b, Message) else str(b) for b in payload), encoding)
         return [HeaderParser(policy=compat32).parsestr(chunk.strip() + "\n")
                 for chunk in re.split(r"\r?\n\s*\r?\n", text) if chunk.strip()]
     return []
