@@ -8,10 +8,11 @@ up for the account (no report can be older than the mail Mailroom sent); a chang
 UIDVALIDITY starts the folder over the same way.
 
 Cheap: with nothing new, a poll costs one STATUS (UIDNEXT UIDVALIDITY) per folder, no
-SELECT. New mail is looked at in two steps: a few header fields and the size of each new
-message first, in batches, then the whole of only those that look like reports (a
-multipart/report, a mailer-daemon or postmaster sender, a bounce's subject) and are at
-most ``MAILROOM_REPORT_MAX_BYTES`` — a larger one is skipped with its reason recorded.
+SELECT. With new mail, the server itself picks what looks like a report (one SEARCH: a
+multipart/report, a mailer-daemon or postmaster sender, a bounce's subject), so ordinary
+mail is never fetched; of those, only the ones of at most ``MAILROOM_REPORT_MAX_BYTES``
+are fetched whole, 20 per round trip and recorded 20 per transaction — a larger one is
+skipped with its reason recorded.
 
 Matched only within the account that received the report: by the envelope id
 (Original-Envelope-Id = ``OutboxMessage.envid``), else by the Message-ID the report
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -49,21 +49,28 @@ from mailer.models import DeliveryReport, ImapSettings, OutboxMessage, Recipient
 
 log = logging.getLogger("mailer.imap")
 
-__all__ = ["JUNK_NAMES", "Polled", "poll", "poll_due", "record"]
+__all__ = ["JUNK_NAMES", "Found", "Polled", "poll", "poll_due", "record", "record_many"]
 
 JUNK_NAMES = ("Junk", "Spam", "Junk Email", "Junk E-mail", "[Gmail]/Spam", "INBOX.Junk",
               "INBOX.Spam", "Bulk Mail")
-_HEADERS = b"BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE FROM SUBJECT)]"
-_FETCHED = b"BODY[HEADER.FIELDS (CONTENT-TYPE FROM SUBJECT)]"
-_BATCH = 500  # header fetches per round trip
-_BODIES = 20  # whole reports per round trip
-_SENDERS = re.compile(rb"^From:.*\b(mailer-daemon|postmaster|mail-daemon|mail delivery)",
-                      re.IGNORECASE | re.MULTILINE)
-_SUBJECTS = re.compile(
-    rb"^Subject:.*(undeliver|deliver(y|ed) status|returned mail|failure notice|delivery fail|"
-    rb"could not be delivered|not delivered|delayed mail|delivery (has been )?delayed|"
-    rb"unzustellbar|non remis|mail delivery)", re.IGNORECASE | re.MULTILINE)
-_REPORT_TYPE = re.compile(rb"^Content-Type:\s*multipart/report", re.IGNORECASE | re.MULTILINE)
+_BATCH = 200  # likely reports per size check (one round trip)
+_BODIES = 20  # whole reports per round trip, recorded in one transaction
+
+
+def _any_of(keys: list) -> list:
+    return keys[0] if len(keys) == 1 else ["OR", keys[0], _any_of(keys[1:])]
+
+
+#: What a delivery report or bounce looks like, as an IMAP SEARCH (RFC 3501 §6.4.4): the
+#: server answers it from its index, so ordinary mail is never fetched.
+_LIKELY = _any_of([
+    ["HEADER", "Content-Type", "multipart/report"],
+    *(["FROM", who] for who in ("mailer-daemon", "postmaster", "mail-daemon",
+                                "Mail Delivery")),
+    *(["SUBJECT", words] for words in (
+        "undeliver", "delivery status", "returned mail", "failure notice", "delivery fail",
+        "not delivered", "could not be delivered", "delayed", "unzustellbar", "non remis")),
+])
 
 # What a later report may change: a bounce or a delivery is final; a delay only warns.
 _FINAL = (Recipient.Remote.BOUNCED, Recipient.Remote.DELIVERED)
@@ -147,17 +154,19 @@ def _poll_folder(client: IMAPClient, account, imap: ImapSettings, folder: str,
         return  # nothing new: this STATUS was the whole cost
     client.select_folder(folder)
     if validity == now_validity and last is not None:
-        uids = [u for u in client.search(["UID", f"{last + 1}:*"]) if u > last]
+        where = ["UID", f"{last + 1}:*"]
     else:  # the first poll, or the folder's UIDs were renumbered
-        since = (imap.enabled_at - timedelta(days=1)).date()
-        uids = client.search(["SINCE", since])
-    polled.new[folder] = len(uids)
-    for start in range(0, len(uids), _BATCH):
-        batch = sorted(uids)[start:start + _BATCH]
+        where = ["SINCE", (imap.enabled_at - timedelta(days=1)).date()]
+    last = last if validity == now_validity else None
+    new = [u for u in client.search(where) if last is None or u > last]
+    polled.new[folder] = len(new)
+    # The server picks the likely reports (one SEARCH): nothing else is fetched at all.
+    likely = sorted(u for u in client.search([*where, _LIKELY]) if last is None or u > last)
+    for start in range(0, len(likely), _BATCH):
+        batch = likely[start:start + _BATCH]
         _read_batch(client, account, imap, folder, now_validity, batch, polled)
         _advance(imap, folder, now_validity, batch[-1])
-    if not uids:
-        _advance(imap, folder, now_validity, max(uidnext - 1, last or 0))
+    _advance(imap, folder, now_validity, max([*new, uidnext - 1, last or 0]))
 
 
 def _advance(imap: ImapSettings, folder: str, validity: int, uid: int) -> None:
@@ -167,13 +176,10 @@ def _advance(imap: ImapSettings, folder: str, validity: int, uid: int) -> None:
 
 def _read_batch(client: IMAPClient, account, imap: ImapSettings, folder: str, validity: int,
                 uids: list[int], polled: Polled) -> None:
-    heads = client.fetch(uids, [_HEADERS, b"RFC822.SIZE"])
+    sizes = client.fetch(uids, [b"RFC822.SIZE"])
     limit = int(settings.MAILROOM_REPORT_MAX_BYTES)
     wanted = []
-    for uid, data in heads.items():
-        head = data.get(_FETCHED) or b""
-        if not (_REPORT_TYPE.search(head) or _SENDERS.search(head) or _SUBJECTS.search(head)):
-            continue
+    for uid, data in sorted(sizes.items()):
         if int(data.get(b"RFC822.SIZE") or 0) > limit:
             polled.skipped.append(
                 f"A message in “{folder}” that looks like a delivery report was not read: it "
@@ -183,85 +189,133 @@ def _read_batch(client: IMAPClient, account, imap: ImapSettings, folder: str, va
         wanted.append(uid)
     for start in range(0, len(wanted), _BODIES):
         chunk = wanted[start:start + _BODIES]
-        for uid, data in sorted(client.fetch(chunk, [b"BODY.PEEK[]"]).items()):
-            raw = data.get(b"BODY[]") or b""
-            found = record(account, raw, folder=folder, uidvalidity=validity, uid=uid)
-            _count(found, raw, polled)
-            if found is not None:
-                _file(client, imap, folder, uid)
+        fetched = sorted(client.fetch(chunk, [b"BODY.PEEK[]"]).items())
+        found = [Found(uid, data.get(b"BODY[]") or b"") for uid, data in fetched]
+        recorded = record_many(account, found, folder=folder, uidvalidity=validity)
+        polled.reports += sum(f.report is not None for f in found)
+        polled.matched += len(recorded)
+        polled.ignored += sum(f.report is not None for f in found) - len(recorded)
+        if recorded:
+            _file(client, imap, folder, [f.uid for f in found if f.recorded])
 
 
-def _count(found: DeliveryReport | None, raw: bytes, polled: Polled) -> None:
-    if found is not None:
-        polled.reports += 1
-        polled.matched += 1
-    elif reports.parse(raw) is not None:
-        polled.reports += 1
-        polled.ignored += 1
-
-
-def _file(client: IMAPClient, imap: ImapSettings, folder: str, uid: int) -> None:
-    """A matched report: flagged \\Seen, and moved to the reports folder if one is set."""
-    client.add_flags([uid], [b"\\Seen"], silent=True)
+def _file(client: IMAPClient, imap: ImapSettings, folder: str, uids: list[int]) -> None:
+    """Matched reports: flagged \\Seen, and moved to the reports folder if one is set."""
+    client.add_flags(uids, [b"\\Seen"], silent=True)
     target = imap.reports_folder
     if not target or target == folder:
         return
     if not client.folder_exists(target):
         client.create_folder(target)
     if client.has_capability("MOVE"):
-        client.move([uid], target)
+        client.move(uids, target)
         return
-    client.copy([uid], target)
-    client.add_flags([uid], [b"\\Deleted"], silent=True)
-    client.uid_expunge([uid])  # this UID only (UIDPLUS), never anything else flagged
+    client.copy(uids, target)
+    client.add_flags(uids, [b"\\Deleted"], silent=True)
+    client.uid_expunge(uids)  # these UIDs only (UIDPLUS), never anything else flagged
+
+
+@dataclass
+class Found:
+    """One message read whole from a folder, and what became of it."""
+
+    uid: int
+    raw: bytes
+    report: reports.Report | None = None
+    digest: str = ""
+    recorded: bool = False
 
 
 def record(account: SmtpAccount, raw: bytes, *, folder: str, uidvalidity: int,
            uid: int) -> DeliveryReport | None:
-    """Match the report in ``raw`` to one of ``account``'s messages and record it, in one
-    transaction. None when it is no report, is about mail this account did not send, or
-    was recorded before."""
-    found = reports.parse(raw)
-    if found is None or not found.recipients:
-        return None
-    message = _match(account, found)
-    if message is None:
-        return None
-    digest = hashlib.sha256(raw).hexdigest()
-    if DeliveryReport.objects.filter(Q(digest=digest) | Q(folder=folder, uidvalidity=uidvalidity,
-                                                         uid=uid), account=account).exists():
-        return None
+    """One report: see :func:`record_many`."""
+    recorded = record_many(account, [Found(uid, raw)], folder=folder, uidvalidity=uidvalidity)
+    return recorded[0] if recorded else None
+
+
+def record_many(account: SmtpAccount, found: list[Found], *, folder: str,
+                uidvalidity: int) -> list[DeliveryReport]:
+    """Match each report to one of ``account``'s messages and record the matched ones, all
+    in one transaction (one commit for the batch; a few queries for all of them). Skipped:
+    what is no report, is about mail this account did not send, or was recorded before."""
+    for f in found:
+        f.report = reports.parse(f.raw)
+    messages = _match(account, [f.report for f in found if f.report and f.report.recipients])
+    todo = [(f, messages[id(f.report)]) for f in found if id(f.report) in messages]
+    todo = _not_yet(account, todo, folder, uidvalidity)
+    if not todo:
+        return []
     try:
         with transaction.atomic():
-            report = _save(account, message, found, raw, digest, folder, uidvalidity, uid)
-            _mark(message, found, report)
-    except IntegrityError:  # another worker recorded it a moment ago
-        return None
-    log.info("report account=%s message=%s kind=%s recipients=%s", account.pk, message.pk,
-             found.kind, [(r.address, r.state) for r in found.recipients])
-    return report
+            saved = [_save(account, message, f, folder, uidvalidity) for f, message in todo]
+            _mark([(message, f.report, report)
+                   for (f, message), report in zip(todo, saved, strict=True)])
+    except IntegrityError:  # another worker recorded one of them a moment ago: one by one
+        return [] if len(todo) == 1 else _one_by_one(account, todo, folder, uidvalidity)
+    for (f, message), report in zip(todo, saved, strict=True):
+        f.recorded = True
+        log.info("report account=%s message=%s kind=%s recipients=%s", account.pk, message.pk,
+                 report.kind, [(r.address, r.state) for r in f.report.recipients])
+    return saved
 
 
-def _match(account: SmtpAccount, found: reports.Report) -> OutboxMessage | None:
-    """Only the account's own messages: a forged envelope id of another user's message
-    finds nothing here."""
-    mine = OutboxMessage.objects.filter(account=account)
-    if found.envid:
-        by_envid = mine.filter(envid=found.envid).first()
-        if by_envid is not None:
-            return by_envid
-    if found.message_ids:
-        return mine.filter(message_id__in=found.message_ids).order_by("-pk").first()
-    return None
+def _not_yet(account, todo: list, folder: str, uidvalidity: int) -> list:
+    """Drop the reports recorded before (the same UID, or the same bytes elsewhere)."""
+    for f, _message in todo:
+        f.digest = hashlib.sha256(f.raw).hexdigest()
+    known = DeliveryReport.objects.filter(
+        Q(digest__in=[f.digest for f, _m in todo])
+        | Q(folder=folder, uidvalidity=uidvalidity, uid__in=[f.uid for f, _m in todo]),
+        account=account).values_list("digest", "folder", "uidvalidity", "uid")
+    digests = {d for d, *_ in known}
+    uids = {u for _d, fo, v, u in known if (fo, v) == (folder, uidvalidity)}
+    seen: set[str] = set()
+    kept = []
+    for f, message in todo:
+        if f.digest in digests or f.uid in uids or f.digest in seen:
+            continue
+        seen.add(f.digest)
+        kept.append((f, message))
+    return kept
 
 
-def _save(account, message, found: reports.Report, raw: bytes, digest: str, folder: str,
-          uidvalidity: int, uid: int) -> DeliveryReport:
+def _one_by_one(account, todo: list, folder: str, uidvalidity: int) -> list[DeliveryReport]:
+    saved = []
+    for f, _message in todo:
+        report = record(account, f.raw, folder=folder, uidvalidity=uidvalidity, uid=f.uid)
+        f.recorded = report is not None
+        saved += [report] if report is not None else []
+    return saved
+
+
+def _match(account: SmtpAccount, found: list[reports.Report]) -> dict[int, OutboxMessage]:
+    """The account's own message each report is about (keyed by ``id(report)``): by the
+    envelope id, else by the returned Message-ID — only among this account's messages, so
+    a forged envelope id of another user's message finds nothing here."""
+    envids = {r.envid for r in found if r.envid}
+    ids = {i for r in found for i in r.message_ids}
+    mine = OutboxMessage.objects.filter(account=account).filter(
+        Q(envid__in=envids) | Q(message_id__in=ids)).order_by("pk") if envids or ids else []
+    by_envid = {m.envid: m for m in mine if m.envid}
+    by_id = {m.message_id: m for m in mine}
+    matched = {}
+    for r in found:
+        message = by_envid.get(r.envid) if r.envid else None
+        message = message or next((by_id[i] for i in r.message_ids if i in by_id), None)
+        if message is not None:
+            matched[id(r)] = message
+    return matched
+
+
+def _save(account, message: OutboxMessage, f: Found, folder: str,
+          uidvalidity: int) -> DeliveryReport:
+    found = f.report
+    assert found is not None
     report = DeliveryReport(account=account, message=message, kind=found.kind, folder=folder,
-                            uidvalidity=uidvalidity, uid=uid, digest=digest, size=len(raw),
+                            uidvalidity=uidvalidity, uid=f.uid, digest=f.digest, size=len(f.raw),
                             subject=found.subject[:998], reporting_mta=found.reporting_mta[:255],
                             arrived_at=found.arrived_at)
-    report.raw.save("report.eml", ContentFile(raw), save=False)
+    report.raw.save("report.eml", ContentFile(f.raw), save=False)
     report.save()
     return report
 
@@ -275,22 +329,28 @@ def _took(message: OutboxMessage, recipient: Recipient) -> bool:
             and recipient.status != Recipient.Status.FAILED)
 
 
-def _mark(message: OutboxMessage, found: reports.Report, report: DeliveryReport) -> None:
+def _mark(reported: list[tuple[OutboxMessage, reports.Report, DeliveryReport]]) -> None:
+    """Each report's recipients take their state; messages with a bounce become bounced."""
     now = timezone.now()
-    recipients = {r.address.lower(): r for r in message.recipients.all()}
-    bounced = False
-    for said in found.recipients:
-        recipient = recipients.get(said.address.lower())
-        if recipient is None or not _took(message, recipient):
-            continue  # not one the server took (a first-hop failure says it all already)
-        if recipient.remote in _FINAL and said.state == Recipient.Remote.DELAYED:
-            continue  # a late warning never undoes a bounce or a delivery
-        Recipient.objects.filter(pk=recipient.pk).update(
-            remote=said.state, remote_mta=said.remote_mta, remote_status=said.status,
-            remote_code=said.code, remote_text=said.text, remote_at=now, report=report,
-            remote_reason=policy.report_reason(said.state, said.status))
-        bounced = bounced or said.state == Recipient.Remote.BOUNCED
+    recipients: dict[tuple[int, str], Recipient] = {
+        (r.message_id, r.address.lower()): r
+        for r in Recipient.objects.filter(message__in={m.pk for m, _f, _r in reported})}
+    bounced = set()
+    for message, found, report in reported:
+        for said in found.recipients:
+            recipient = recipients.get((message.pk, said.address.lower()))
+            if recipient is None or not _took(message, recipient):
+                continue  # not one the server took (a first-hop failure says it all already)
+            if recipient.remote in _FINAL and said.state == Recipient.Remote.DELAYED:
+                continue  # a late warning never undoes a bounce or a delivery
+            recipient.remote = said.state
+            Recipient.objects.filter(pk=recipient.pk).update(
+                remote=said.state, remote_mta=said.remote_mta, remote_status=said.status,
+                remote_code=said.code, remote_text=said.text, remote_at=now, report=report,
+                remote_reason=policy.report_reason(said.state, said.status))
+            if said.state == Recipient.Remote.BOUNCED:
+                bounced.add(message.pk)
     if bounced:
         OutboxMessage.objects.filter(
-            pk=message.pk, status__in=[OutboxMessage.Status.SENT, OutboxMessage.Status.UNKNOWN],
+            pk__in=bounced, status__in=[OutboxMessage.Status.SENT, OutboxMessage.Status.UNKNOWN],
         ).update(status=OutboxMessage.Status.BOUNCED)

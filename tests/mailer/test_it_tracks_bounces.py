@@ -287,3 +287,25 @@ class _CuttingProxy:
 
     def __exit__(self, *exc) -> None:
         self.listener.close()
+
+
+def test_beats_pass_polls_each_due_account_once(owner, sink, dovecot, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.MAILROOM_REPORT_POLL_SECONDS = 300
+    account = _account(owner, sink, dovecot)
+    off = _account(owner, sink, dovecot, user="carol", track_reports=False)
+    assert bounces.poll_due() == 1  # never polled: due; the switched-off one is not
+    assert bounces.poll_due() == 0  # polled a moment ago: not due for 5 minutes
+    imap = ImapSettings.objects.get(account=account)
+    assert imap.polled_at and imap.poll_claimed_until is None and imap.cursors
+    assert ImapSettings.objects.get(account=off).polled_at is None
+    # Another worker holds the lease: this one leaves the account alone.
+    ImapSettings.objects.filter(pk=imap.pk).update(
+        polled_at=timezone.now() - timedelta(hours=1),
+        poll_claimed_until=timezone.now() + timedelta(minutes=1))
+    assert bounces.poll_due() == 0
+    ImapSettings.objects.filter(pk=imap.pk).update(poll_claimed_until=None)
+    assert bounces.poll_due() == 1
