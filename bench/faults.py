@@ -22,7 +22,14 @@ was delivered once, twice, or not at all:
   end-of-data mark (on a private cluster of its own, ``tests/pg_crash.py``: that message
   must be ``unknown``, not resent); each hostile server, which then heals (relays to a
   good sink) so that "lost" can be judged; two and four workers racing over the same due
-  messages.
+  messages;
+* past the first hop, with a private Dovecot (``tests/imap_server.py``) behind a proxy that
+  breaks IMAP sessions on cue (``bench/_imap_proxy.py``): a worker SIGKILLed after Dovecot
+  stored its Sent copy but before the worker heard it (``sent-copy-sigkill``: one copy per
+  message, never two), and bounce reports polled while the proxy cuts a FETCH and a worker
+  is killed mid-poll (``bounce-polling``: each reported recipient bounced once, nothing
+  else marked). Their once/twice/lost also count the copy or the report (their
+  docstrings say how).
 
 A message counts as *delivered once* when every recipient reached a good server exactly
 once, *duplicated* when any recipient got it twice, and *lost* when some recipient never
@@ -42,6 +49,8 @@ import collections
 import contextlib
 import hashlib
 import os
+import queue
+import secrets
 import shutil
 import subprocess
 import sys
@@ -242,6 +251,7 @@ class Lab:
         self.own_pids: set[int] = set()  # the harness's own PostgreSQL backends
         self.worker_env: dict[str, str] = {}  # extra settings for the workers started now
         self._accounts = 0
+        self._dovecot = None  # started by the first IMAP scenario
 
     # -- set-up and tear-down
     def __enter__(self) -> Lab:
@@ -269,6 +279,10 @@ class Lab:
             "MAILROOM_THROTTLE_SECONDS": "1",
             # A silent server is given up on after 10 s rather than the production minute.
             "MAILROOM_SMTP_COMMAND_TIMEOUT": "10",
+            # IMAP: a killed worker's Sent-copy claim (3 x this timeout) runs out in 9 s, and
+            # accounts tracking reports are polled every second.
+            "MAILROOM_IMAP_TIMEOUT": "3",
+            "MAILROOM_REPORT_POLL_SECONDS": "1",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT),
@@ -346,10 +360,30 @@ class Lab:
             self.workers += fresh
             self._concurrency.update({id(w): (concurrency, lease) for w in fresh})
 
-    def take_worker(self):
-        """Remove a worker from supervision (to kill it on purpose)."""
+    def take_worker(self, worker=None):
+        """Remove a worker (the first, or ``worker``) from supervision, to kill it."""
         with self._workers_lock:
-            return self.workers.pop(0)
+            if worker is None:
+                return self.workers.pop(0)
+            self.workers.remove(worker)
+            return worker
+
+    def worker_on_port(self, port: int):
+        """The supervised worker one of whose processes (the main one or a pool child) has
+        a loopback TCP connection from local ``port``, or None."""
+        import psutil
+
+        with self._workers_lock:
+            workers = list(self.workers)
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                main = psutil.Process(worker.process.pid)
+                for proc in [main, *main.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        if any(c.laddr and c.laddr.port == port
+                               for c in proc.net_connections(kind="tcp")):
+                            return worker
+        return None
 
     def stop_workers(self) -> None:
         while True:
@@ -420,6 +454,49 @@ class Lab:
             ca_certificate=self.certificates.ca_pem if security != "none" else "",
         )
 
+    def dovecot(self):
+        """The lab's private Dovecot (``tests/imap_server.py``), started on first use, in a
+        directory of the work directory that its processes (its own users, when run as
+        root) can reach."""
+        if self._dovecot is None:
+            from tests.imap_server import DOVECOT, start_dovecot
+
+            if not os.access(DOVECOT, os.X_OK):
+                raise SystemExit(f"the IMAP scenarios need Dovecot at {DOVECOT} "
+                                 "(Debian: apt-get install dovecot-imapd)")
+            self.workdir.chmod(0o711)  # passable, not listable, for Dovecot's own users
+            directory = self.workdir / "dovecot"
+            directory.mkdir()
+            directory.chmod(0o755)
+            users = {f"imap{i}": secrets.token_urlsafe(12) for i in range(1, 5)}
+            self._dovecot = start_dovecot(directory, users, quota="200M")
+            self.servers.append(self._dovecot)
+        return self._dovecot
+
+    def imap_proxy(self, **options):
+        """A proxy in front of the lab's Dovecot that can break sessions on cue."""
+        from bench._imap_proxy import ImapProxy
+
+        proxy = ImapProxy(self.dovecot().tls_port, self.dovecot().ca_pem,
+                          self.certificates.server_context(), **options).start()
+        self.servers.append(proxy)
+        return proxy
+
+    def imap_account(self, proxy, user: str, **imap):
+        """A fresh account on a fresh counting sink whose IMAP side is ``user`` on the lab's
+        Dovecot, reached through ``proxy`` (implicit TLS, verified with the lab's CA)."""
+        from mailer.models import ImapSettings
+
+        account = _good_account(self)
+        account.ca_certificate = self.certificates.ca_pem
+        account.from_address = f"{user}@example.com"
+        account.save(update_fields=["ca_certificate", "from_address"])
+        settings_ = ImapSettings(account=account, host=LOOPBACK, port=proxy.port,
+                                 security="tls", username=user, **imap)
+        settings_.set_secret(self.dovecot().users[user])
+        settings_.save()
+        return account
+
     # -- mail
     def queue(self, account, n: int, *, recipients: int = 1, big: int = 0,
               ids: list[int] | None = None) -> list[int]:
@@ -466,7 +543,11 @@ class Lab:
         self.settle(ids)
         return self.judge(row, ids)
 
-    def judge(self, row: Row, ids: list[int]) -> Row:
+    def judge(self, row: Row, ids: list[int],
+              also: Callable[[object, Row], None] | None = None) -> Row:
+        """Count every message at the sinks; ``also(message, verdict)`` may then judge more
+        of it (its Sent copy, its bounce), moving its one-message ``verdict`` from once to
+        twice or lost."""
         from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
         from tests.hostile_servers import deliveries
 
@@ -478,7 +559,14 @@ class Lab:
                    for r in m.recipients.all()}
             failed = {r.address.lower() for r in m.recipients.all()
                       if r.status == Recipient.Status.FAILED and r.text}
-            tally(row, m.status, m.last_error, got, failed)
+            verdict = Row(row.scenario)
+            tally(verdict, m.status, m.last_error, got, failed)
+            if also is not None:
+                also(m, verdict)
+            row.states.update(verdict.states)
+            row.once += verdict.once
+            row.twice += verdict.twice
+            row.lost += verdict.lost
         missing = len(ids) - messages.count()
         if missing:
             row.lost += missing
@@ -651,6 +739,255 @@ def pg_crash(lab: Lab) -> Row:
     return row
 
 
+def _sent_copies(lab: Lab, user: str) -> collections.Counter:
+    """How many copies of each Message-ID ``user``'s Sent folder holds (read from Dovecot
+    directly, not through the proxy)."""
+    from email.parser import BytesHeaderParser
+
+    with lab.dovecot().client(user) as client:
+        client.select_folder("Sent", readonly=True)
+        uids = client.search("ALL")
+        fetched = client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+    parser = BytesHeaderParser()
+    found: collections.Counter = collections.Counter()
+    for data in fetched.values():
+        header = next(v for k, v in data.items() if k.startswith(b"BODY"))
+        found[str(parser.parsebytes(header).get("Message-ID", "")).strip()] += 1
+    return found
+
+
+def _copies_final(ids: list[int]) -> bool:
+    """Every message with an accepted recipient has a copy saved, or failed for a reason."""
+    from mailer.models import OutboxMessage, SentCopy
+
+    due = OutboxMessage.objects.filter(pk__in=ids, recipients__status="accepted").distinct()
+    done = SentCopy.objects.filter(message_id__in=ids, status__in=("saved", "failed"))
+    return done.count() >= due.count()
+
+
+def sent_copy_sigkill(lab: Lab) -> Row:
+    """The Sent copy's crash window: a worker SIGKILLed after Dovecot stored its APPEND
+    and answered ``OK [APPENDUID ...]``, before the worker heard it and recorded the copy.
+    A proxy (``bench/_imap_proxy.py``) holds that answer and names the connection; the lab
+    kills the worker owning it, several times in a batch, and starts another each time.
+    The killed claim runs out (3 x ``MAILROOM_IMAP_TIMEOUT`` = 9 s), beat's pass takes the
+    copy again, and the SEARCH before the APPEND must find the copy already there.
+
+    Counted per message, at the SMTP sink as usual *and* in Dovecot's Sent folder by
+    Message-ID: once = delivered once and exactly one copy; twice = delivered twice or two
+    copies or more; lost = not delivered (as usual), or accepted with no copy while its
+    SentCopy is not ``failed`` with a reason. No duplicate is allowed (bound 0): under the
+    default policy a kill never resends mail, and a second copy is exactly the bug."""
+    from mailer.models import Recipient, SentCopy
+
+    row = Row("sent-copy-sigkill")
+    n, kills = (30, 3) if lab.plan.quick else (100, 6)
+    user = "imap1"
+    proxy = lab.imap_proxy(hold=5.0)
+    account = lab.imap_account(proxy, user, track_reports=False)
+    ids: list[int] = []
+    # In waves, one kill each: the wave's first APPEND answer is held and its worker killed.
+    for k in range(kills):
+        proxy.hold("append")
+        thread, wave = _queue_in_background(lab, account, n // kills)
+        try:
+            port = proxy.held.get(timeout=30)
+        except queue.Empty:
+            port = None
+        victim = None if port is None else lab.worker_on_port(port)
+        if victim is None:
+            proxy.disarm()
+            proxy.release()
+            row.notes.append(f"kill {k + 1}: " + ("no APPEND came to hold" if port is None
+                                                  else "no worker owned the held connection"))
+        else:
+            lab.take_worker(victim)
+            victim.kill()
+            row.notes.append(f"kill {k + 1} at APPEND #{proxy.seen['append']}")
+            lab.start_workers(1, concurrency=3)
+        thread.join()
+        ids += wave
+    lab.settle(ids)
+    if not wait_for(lambda: _copies_final(ids), lab.plan.settle, 0.5):
+        row.notes.append("some copies were still waiting at the end")
+    copies = _sent_copies(lab, user)
+
+    def judge_copy(message, verdict: Row) -> None:
+        held = copies[message.message_id.strip()]
+        copy = SentCopy.objects.filter(message=message).first()
+        due = any(r.status == Recipient.Status.ACCEPTED for r in message.recipients.all())
+        if held >= 2:
+            verdict.once, verdict.lost, verdict.twice = 0, 0, 1
+        elif (held == 0 and due and not verdict.twice
+              and not (copy and copy.status == SentCopy.Status.FAILED and copy.detail)):
+            verdict.once, verdict.lost = 0, 1
+
+    lab.judge(row, ids, also=judge_copy)
+    states = collections.Counter(
+        SentCopy.objects.filter(message_id__in=ids).values_list("status", flat=True))
+    found = SentCopy.objects.filter(message_id__in=ids, detail__contains="already there")
+    row.notes.append("copies " + " ".join(f"{k}={v}" for k, v in sorted(states.items()))
+                     + f", {found.count()} found already there by the SEARCH, "
+                     f"{sum(copies.values())} in Sent")
+    return row
+
+
+def _postfix_report(message, address: str, sender: str) -> bytes:
+    """A delivery-status report (RFC 3464) saying ``address`` bounced, shaped as Postfix's
+    bounce daemon writes one, built with the email package: the human-readable part,
+    ``message/delivery-status`` (Reporting-MTA, X-Postfix-Queue-ID, Original-Envelope-Id =
+    the message's envid, Arrival-Date; then Final-Recipient, Original-Recipient, Action:
+    failed, Status: 5.1.1, Remote-MTA, Diagnostic-Code) and the returned headers
+    (``text/rfc822-headers``, as with RET=HDRS: the frozen message's own header block)."""
+    from email.message import Message
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.policy import SMTP
+    from email.utils import format_datetime, make_msgid
+
+    from django.utils import timezone
+
+    host = "mx.faults.test"
+    reply = (f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual "
+             "mailbox table")
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = f"MAILER-DAEMON@{host} (Mail Delivery System)"
+    report["To"] = sender
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Date"] = format_datetime(timezone.now())
+    report["Message-ID"] = make_msgid(domain=host)
+    report["Auto-Submitted"] = "auto-replied"
+    report.attach(MIMEText(
+        f"This is the mail system at host {host}.\n\nI'm sorry to have to inform you that "
+        "your message could not\nbe delivered to one or more recipients.\n\n"
+        f"<{address}>: host mail.example.com[127.0.0.1] said: {reply} (in reply to RCPT TO "
+        "command)\n", "plain", "us-ascii"))
+    per_message, per_recipient = Message(), Message()
+    per_message["Reporting-MTA"] = f"dns; {host}"
+    per_message["X-Postfix-Queue-ID"] = hashlib.sha256(address.encode()).hexdigest()[:10]
+    per_message["X-Postfix-Sender"] = f"rfc822; {sender}"
+    per_message["Original-Envelope-Id"] = message.envid
+    per_message["Arrival-Date"] = format_datetime(timezone.now())
+    per_recipient["Final-Recipient"] = f"rfc822; {address}"
+    per_recipient["Original-Recipient"] = f"rfc822;{address}"
+    per_recipient["Action"] = "failed"
+    per_recipient["Status"] = "5.1.1"
+    per_recipient["Remote-MTA"] = "dns; mail.example.com"
+    per_recipient["Diagnostic-Code"] = f"smtp; {reply}"
+    status = Message()
+    status["Content-Type"] = "message/delivery-status"
+    status.set_payload([per_message, per_recipient])
+    report.attach(status)
+    with message.eml.open("rb") as fh:
+        returned = fh.read().split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    report.attach(MIMEText(returned.replace("\r\n", "\n") + "\n", "rfc822-headers", "utf-8"))
+    return report.as_bytes(policy=SMTP)
+
+
+def bounce_polling(lab: Lab) -> Row:
+    """Bounce tracking under faults: messages with two recipients each are delivered, then
+    real-shaped delivery-status reports (``_postfix_report``) for the first recipient of
+    three messages in four are put into the INBOX (straight into Dovecot, in three waves)
+    while beat has the workers poll every second through the proxy. Faults: the proxy cuts
+    the connection in the middle of the poll's FETCH of the reports (first wave); a worker
+    is SIGKILLed mid-poll, just after it recorded a first round of reports and asked for
+    the next (second wave: more reports than one round of FETCH, so some are recorded and
+    the cursor is not yet moved); the poll lease (10 x ``MAILROOM_IMAP_TIMEOUT`` = 30 s)
+    runs out and another worker reads those again.
+
+    Counted per message, at the SMTP sink as usual and then past the first hop:
+    once = delivered once, and its report (if it got one) recorded exactly once
+    (one ``DeliveryReport``) with exactly the reported recipient ``bounced`` and the
+    message ``bounced``, while a message without a report kept ``sent`` with no remote
+    state; twice = delivered twice, or a report recorded more than once, or a recipient
+    marked that no report named, or an unreported message changed (an effect without its
+    cause, counted with duplicates); lost = not delivered (as usual), or a report that
+    never got recorded, or a reported recipient not marked ``bounced``. No duplicate is
+    allowed (bound 0)."""
+    from imapclient import IMAPClient
+
+    from mailer.models import DeliveryReport, OutboxMessage
+
+    row = Row("bounce-polling")
+    n = 40 if lab.plan.quick else 120
+    user = "imap2"
+    proxy = lab.imap_proxy(hold=5.0)
+    account = lab.imap_account(proxy, user, save_to_sent=False)
+    ids = lab.queue(account, n, recipients=2)
+    lab.settle(ids)
+    reported: dict[int, str] = {}
+    raws = []
+    for m in OutboxMessage.objects.filter(pk__in=ids).order_by("pk"):
+        if m.pk % 4 and m.status == "sent":
+            reported[m.pk] = min(r.address for r in m.recipients.all())
+            raws.append(_postfix_report(m, reported[m.pk], account.from_address))
+    first, second = max(2, len(raws) // 6), 22 if lab.plan.quick else 60  # > one FETCH round
+    waves = [raws[:first], raws[first:first + second], raws[first + second:]]
+
+    def deliver_reports(wave: list[bytes]) -> None:  # one MULTIAPPEND: all at once
+        if not wave:
+            return
+        client: IMAPClient = lab.dovecot().client(user)
+        with client:
+            client.multiappend("INBOX", wave)
+
+    proxy.cut("body")
+    deliver_reports(waves[0])
+    if wait_for(lambda: proxy.cuts >= 1, 30):
+        row.notes.append("connection cut mid-FETCH")
+    else:
+        proxy.disarm()
+        row.notes.append("no FETCH came to cut")
+    # The first wave read whole before the second comes, so that one poll meets the second
+    # wave alone: its first round of FETCH passes and is recorded, the second is held.
+    wait_for(lambda: DeliveryReport.objects.filter(message_id__in=ids).count() >= first, 30)
+    proxy.hold("body-request", skip=1)
+    deliver_reports(waves[1])
+    try:
+        port: int | None = proxy.held.get(timeout=30)
+    except queue.Empty:
+        port = None
+    victim = None if port is None else lab.worker_on_port(port)
+    if victim is None:
+        proxy.disarm()
+        row.notes.append("no poll came to kill" if port is None
+                         else "no worker owned the polling connection")
+    else:
+        recorded = DeliveryReport.objects.filter(message_id__in=ids).count()
+        lab.take_worker(victim)
+        victim.kill()
+        row.notes.append(f"worker killed mid-poll with {recorded} reports recorded")
+        lab.start_workers(1, concurrency=3)
+    proxy.release()
+    deliver_reports(waves[2])
+
+    def all_recorded() -> bool:
+        return DeliveryReport.objects.filter(message_id__in=ids).count() >= len(raws)
+
+    wait_for(all_recorded, lab.plan.settle, 0.5)
+    time.sleep(3)  # a few more polls, in which nothing may be recorded again
+    counts = collections.Counter(
+        DeliveryReport.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
+
+    def judge_reports(message, verdict: Row) -> None:
+        want = reported.get(message.pk)
+        marked = {r.address: r.remote for r in message.recipients.all() if r.remote}
+        if counts[message.pk] > 1 or set(marked) - {want} or (
+                want is None and message.status != "sent"):
+            verdict.once, verdict.lost, verdict.twice = 0, 0, 1
+        elif want is not None and not verdict.twice and (
+                counts[message.pk] == 0 or marked.get(want) != "bounced"
+                or message.status != "bounced"):
+            verdict.once, verdict.lost = 0, 1
+
+    lab.judge(row, ids, also=judge_reports)
+    imap = account.imap
+    imap.refresh_from_db()
+    row.notes.append(f"{len(raws)} reports in {len(waves)} waves, {sum(counts.values())} "
+                     f"recorded; last poll: {imap.poll_detail or 'no problem'}")
+    return row
+
+
 # behaviour -> (security, how many messages carry a big attachment)
 HOSTILE = {
     "refuse": ("none", 0),
@@ -750,6 +1087,8 @@ INFRA = {
     "broker-down-at-send": broker_down_at_send,
     "pg-terminate": pg_terminate,
     "pg-crash": pg_crash,
+    "sent-copy-sigkill": sent_copy_sigkill,
+    "bounce-polling": bounce_polling,
 }
 
 
