@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.smtp_servers", "tests.oauth", "tests.imap_server"]
+pytest_plugins = ["tests.smtp_servers", "tests.oauth", "tests.imap_server", "tests.postfix_server"]
 
 #: Redis for Mailroom's own keys (quotas, wake-up flags) in tests.
 TEST_REDIS_URL = os.environ.get("MAILROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")

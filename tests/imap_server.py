@@ -3,7 +3,12 @@ configuration in a temporary directory (no system file is read or touched), with
 on one port and implicit TLS on another (certificates from trustme), SPECIAL-USE folders
 (Sent, Junk, Drafts, Trash) and users with generated passwords. A quota per user makes
 [OVERQUOTA] reachable. Without Dovecot the tests that need it skip, saying so (they fail
-under REQUIRE_SERVICES=1, as in CI)."""
+under REQUIRE_SERVICES=1, as in CI).
+
+Where Dovecot's LMTP server is installed (Debian package dovecot-lmtpd), it also listens
+for LMTP on a loopback port (``Dovecot.lmtp_port``; None without it): mail for
+``USER@any.domain`` lands in USER's INBOX, so a real MTA (``tests/postfix_server.py``) can
+deliver into the mailboxes the tests read over IMAP."""
 
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ from tests.conftest import require_service
 from tests.ports import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
+DOVECOT_LMTP = "/usr/lib/dovecot/lmtp"  # Debian package dovecot-lmtpd
 HOST = "127.0.0.1"
 
 _CONF = """\
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-protocols = imap
+protocols = {protocols}
 listen = {host}
 ssl = yes
 ssl_cert = <{d}/cert.pem
@@ -93,6 +99,25 @@ namespace inbox {{
 }}
 """
 
+# Appended when Dovecot's LMTP server is installed. LMTP looks users up by the recipient's
+# local part (``owen@example.test`` is the IMAP user ``owen``); an unknown one is refused.
+_LMTP_CONF = """\
+protocol lmtp {{
+  postmaster_address = postmaster@example.test
+  auth_username_format = %Ln
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {host}
+    port = {lmtp_port}
+  }}
+}}
+"""
+
+
+def lmtp_available() -> bool:
+    return os.access(DOVECOT_LMTP, os.X_OK)
+
 
 @dataclass
 class Dovecot:
@@ -103,6 +128,8 @@ class Dovecot:
     users: dict[str, str] = field(repr=False)  # username → password
     process: subprocess.Popen | None = None
     host: str = HOST
+    #: Dovecot's LMTP port on ``host``, or None when its LMTP server is not installed.
+    lmtp_port: int | None = None
 
     def client(self, username: str, *, tls: bool = True):
         """An imapclient session logged in as ``username`` (for a test's own checks)."""
@@ -168,11 +195,16 @@ def start_dovecot(directory: Path, users: dict[str, str], *, quota: str = "10M")
     (directory / "users").chmod(0o600)
     if os.getuid() == 0:  # read by Dovecot's auth process, which runs as its own user
         shutil.chown(directory / "users", uid, gid)
-    server = Dovecot(directory, free_port(), free_port(), ca.cert_pem.bytes().decode(), users)
-    (directory / "dovecot.conf").write_text(_CONF.format(
+    server = Dovecot(directory, free_port(), free_port(), ca.cert_pem.bytes().decode(), users,
+                     lmtp_port=free_port() if lmtp_available() else None)
+    conf = _CONF.format(
         d=directory, host=HOST, uid=uid, gid=gid, quota=quota,
         starttls_port=server.starttls_port, tls_port=server.tls_port,
-    ))
+        protocols="imap lmtp" if server.lmtp_port else "imap",
+    )
+    if server.lmtp_port:
+        conf += _LMTP_CONF.format(host=HOST, lmtp_port=server.lmtp_port)
+    (directory / "dovecot.conf").write_text(conf)
     # Dovecot daemonizes: its output goes to a file (a pipe would stay open in the daemon).
     with open(directory / "start.log", "wb") as out:
         done = subprocess.run([DOVECOT, "-c", str(directory / "dovecot.conf")],
