@@ -6,12 +6,9 @@ The protocol (ARCHITECTURE invariants 1 and 3):
    ``sending``, each with a fresh ``attempt_id`` and a lease (``lease_until``); their
    ``DeliveryAttempt`` rows are written in the same transaction, before any network traffic.
    Only the worker whose UPDATE matched goes on.
-2. **Talk SMTP with no transaction open.** Before the end of the data can go out,
-   ``end_of_data_at`` is stamped on the attempt in a durable commit (and the lease is
-   checked: a worker that has lost its lease stops there, so the message is not sent twice):
-   while the server answers the pipelined envelope when the message fits one write, else
-   right before the final chunk. A worker lost between the mark and the final chunk leaves
-   an ``unknown`` that was not needed (the safe side), never a blind resend.
+2. **Talk SMTP with no transaction open.** Right before the final chunk of the data goes
+   out, ``end_of_data_at`` is stamped on the attempt in a durable commit (and the lease is
+   checked: a worker that has lost its lease stops there, so the message is not sent twice).
 3. **Record** right after the server's final reply, and only if the message still carries
    our ``attempt_id``. What the reply means is ``mailer.policy``'s (``after_reply``).
 4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that

@@ -1,10 +1,8 @@
 """One delivery attempt over SMTP: connect (or reuse), send, mark, read the reply.
 
-No transaction is open while the client talks. Before the end of the data can go out, the
-client calls :func:`mark_end_of_data`, which stamps ``end_of_data_at`` on the attempt in a
-durable commit and renews the lease (while the server answers the pipelined envelope when
-the message fits one write, so the commit costs no round trip of its own; else right
-before the final chunk). From then on a lost worker, a lost
+No transaction is open while the client talks. Right before the final chunk of the data
+goes out, the client calls :func:`mark_end_of_data`, which stamps ``end_of_data_at`` on the
+attempt in a durable commit and renews the lease. From then on a lost worker, a lost
 connection or a crashed database means "outcome unknown", never a blind resend; a worker
 that has lost its lease stops there, so the message is not sent twice.
 
@@ -51,10 +49,10 @@ class Result:
 
 
 def mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
-    """Called by the SMTP client before the end of the data can go out: from here on a lost
-    worker (or a crashed database) means "outcome unknown". The commit is durable and
-    returns before the final chunk is written, so the mark is on disk whenever the server
-    may have the message. Also renews the lease, and stops if we no longer hold it."""
+    """Called by the SMTP client right before the final chunk: from here on a lost worker
+    (or a crashed database) means "outcome unknown". The commit is durable and returns
+    before the final chunk is written, so the mark is on disk whenever the server may have
+    the message. Also renews the lease, and stops if we no longer hold it."""
     now = timezone.now()
     held = rows.write(
         rows.Update(
@@ -96,10 +94,8 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
                 # A cached connection the server had closed (it was not checked with NOOP):
-                # the client says so only while the end of the data has not left (after
-                # it, the error is SMTPOutcomeUnknown), so try once more on a new one. The
-                # mark may already be made (during the envelope): the new try makes its own.
-                if fresh or not reused or marker.lease_lost:
+                # nothing of the data left (no end-of-data mark), so try once more on a new one.
+                if fresh or not reused or marker.marked or marker.lease_lost:
                     raise
                 log.info("delivery entry=%s cached connection was dead (%s); reconnecting",
                          message.pk, exc)
@@ -130,15 +126,16 @@ def _dsn(message: OutboxMessage) -> dict:
 
 
 class _Marker:
-    """The client's end-of-data hook: the mark, and whether it was refused (lease lost)."""
+    """The client's end-of-data hook: the mark, and whether it was made or refused."""
 
     def __init__(self, message_id: int, attempt_id: uuid.UUID) -> None:
         self.message_id, self.attempt_id = message_id, attempt_id
-        self.lease_lost = False
+        self.marked = self.lease_lost = False
 
     def __call__(self) -> None:
         try:
             mark_end_of_data(self.message_id, self.attempt_id)
+            self.marked = True
         except LeaseLost:
             self.lease_lost = True
             raise

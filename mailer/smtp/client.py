@@ -893,10 +893,9 @@ class SMTPClient:
         # in a single write: one round trip per message (RFC 3030 section 4.2 allows
         # pipelining BDAT; the server reads the chunk by its length whatever it decided).
         first = b""
-        single_chunk = whole = False
-        if pipelining:
-            first, whole = self._first_chunk(blocks, encoder)
-            single_chunk = chunking and whole
+        single_chunk = False
+        if chunking and pipelining:
+            first, single_chunk = self._first_chunk(blocks, encoder)
         commands = [mail, *rcpt_cmds]
         phases = ["mail"] + ["rcpt"] * len(rcpt_cmds)
         final_write: bytes | None = None
@@ -908,10 +907,7 @@ class SMTPClient:
         deadline = time.monotonic() + self.data_timeout
 
         if pipelining:
-            # A message that fits one write: the end-of-data hook runs while the server
-            # answers the envelope (its round trip then costs the hook nothing).
-            replies = self._pipelined(commands, phases, final_write, len(first),
-                                      mark_early=whole)
+            replies = self._pipelined(commands, phases, final_write, len(first))
         else:
             replies = self._one_by_one(commands, phases)
         result, last = self._envelope_result(sender, rcpts, replies)
@@ -926,8 +922,7 @@ class SMTPClient:
             if last.code != SMTPStatus.START_INPUT:
                 self._reset_after_failure()
                 raise self._data_error(last, result, "data")
-            data_reply = self._stream_data(blocks, encoder, deadline, first,
-                                           marked=whole)
+            data_reply = self._stream_data(blocks, encoder, deadline)
         result.data_reply = data_reply
         if not 200 <= data_reply.code < 300:
             self._reset_after_failure()
@@ -975,19 +970,12 @@ class SMTPClient:
         return out + encoder.finish(), True
 
     def _pipelined(
-        self, commands: list[str], phases: list[str], final_write: bytes | None, size: int,
-        *, mark_early: bool = False,
+        self, commands: list[str], phases: list[str], final_write: bytes | None, size: int
     ) -> list[Reply]:
         """RFC 2920 section 3.1: MAIL, every RCPT and DATA (or the single BDAT ... LAST with
-        the message) go out in one write; the replies are read in order. With
-        ``mark_early`` (DATA, and the whole message read ahead into one write) the
-        end-of-data hook runs right after that write, before the replies are read: the
-        server's round trip hides the hook's own, and the end of the data still leaves
-        only after it."""
+        the message) go out in one write; the replies are read in order."""
         if final_write is None:
             self._write_lines(commands, phases[0])
-            if mark_early:
-                self._end_of_data()
             return [self._closing_check(self._read(phase), phase) for phase in phases]
         self._end_of_data()
         log = [*commands, f"BDAT {size} LAST", f"<{size} bytes of message data>"]
@@ -1033,13 +1021,10 @@ class SMTPClient:
                 return
         self._reset_after_failure()
 
-    def _stream_data(self, blocks: Iterator[bytes], encoder: DataEncoder, deadline: float,
-                     first: bytes = b"", *, marked: bool = False) -> Reply:
-        """DATA body: CRLF-normalised, dot-stuffed, in large writes, ending in CRLF.CRLF.
-        ``first`` is what was read ahead (already encoded); ``marked``: the end-of-data
-        hook has already run (during the envelope's round trip)."""
-        pending: list[bytes] = [first] if first else []
-        pending_size = len(first)
+    def _stream_data(self, blocks: Iterator[bytes], encoder: DataEncoder, deadline: float) -> Reply:
+        """DATA body: CRLF-normalised, dot-stuffed, in large writes, ending in CRLF.CRLF."""
+        pending: list[bytes] = []
+        pending_size = 0
         for raw in blocks:
             out = encoder.feed(raw)
             if out:
@@ -1052,8 +1037,7 @@ class SMTPClient:
         pending.append(b".\r\n")
         self._log(f"<{encoder.size} bytes of message data>")
         self._log(".")
-        if not marked:
-            self._end_of_data()
+        self._end_of_data()
         self._write_data(b"".join(pending), deadline)
         return self._read_final()
 
@@ -1104,14 +1088,8 @@ class SMTPClient:
         return failed
 
     def _end_of_data(self) -> None:
-        """Run the end-of-data hook. One that raises stops the message before its end is
-        written: the session is mid-transaction, so the connection is closed."""
         if self.end_of_data_hook is not None:
-            try:
-                self.end_of_data_hook()
-            except BaseException:
-                self.close()
-                raise
+            self.end_of_data_hook()
 
     def _read_final(self) -> Reply:
         """Read a reply after the end of the data: a lost connection now means the server
