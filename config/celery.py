@@ -28,18 +28,8 @@ def _schedule_sweep(sender, **kwargs) -> None:
         settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.sweep"),
         name="mailroom-sweep", expires=settings.MAILROOM_SWEEP_SECONDS,
     )
-    # Copies of accepted mail in the accounts' Sent folders (mailer.imap.sentcopy): found
-    # again each pass, so a lost wake-up or a crash only delays one.
-    sender.add_periodic_task(
-        settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.save_sent_copies"),
-        name="mailroom-sent-copies", expires=settings.MAILROOM_SWEEP_SECONDS,
-    )
-    # Delivery reports (mailer.imap.bounces): each pass polls the accounts whose turn has
-    # come (every MAILROOM_REPORT_POLL_SECONDS), one worker per account.
-    sender.add_periodic_task(
-        settings.MAILROOM_SWEEP_SECONDS, sender.signature("mailer.tasks.poll_reports"),
-        name="mailroom-reports", expires=settings.MAILROOM_SWEEP_SECONDS,
-    )
+    # The IMAP passes (Sent copies, delivery reports) are started by the sweep when they
+    # have work (mailer.tasks.sweep), not ticked here.
     # The history's tab counters gain rows with every status change (mailer.counts):
     # folding them keeps each read to a few rows. A missed run only leaves more to sum.
     sender.add_periodic_task(

@@ -155,6 +155,9 @@ def celery_worker(**kwargs) -> Iterator[Worker]:
     worker = start_worker(**kwargs)
     try:
         yield worker
+    except AssertionError as exc:
+        _add_logs(exc, [worker])
+        raise
     finally:
         worker.stop()
 
@@ -167,9 +170,19 @@ def celery_workers(n: int, **kwargs) -> Iterator[list[Worker]]:
         for w in workers:
             w.wait_ready()
         yield workers
+    except AssertionError as exc:
+        _add_logs(exc, workers)
+        raise
     finally:
         for w in workers:
             w.stop()
+
+
+def _add_logs(exc: BaseException, workers: list[Worker]) -> None:
+    """A failed assertion inside a worker block shows what the workers logged (CI keeps
+    nothing else of a run)."""
+    for w in workers:
+        exc.add_note(f"--- worker {w.name} log, last 4000 characters ---\n{w.log[-4000:]}")
 
 
 def wait_until(predicate, *, timeout: float = 30.0, what: str = "condition") -> None:

@@ -49,7 +49,8 @@ from mailer.models import DeliveryReport, ImapSettings, OutboxMessage, Recipient
 
 log = logging.getLogger("mailer.imap")
 
-__all__ = ["JUNK_NAMES", "Found", "Polled", "poll", "poll_due", "record", "record_many"]
+__all__ = ["JUNK_NAMES", "Found", "Polled", "any_due", "poll", "poll_due", "record",
+           "record_many"]
 
 JUNK_NAMES = ("Junk", "Spam", "Junk Email", "Junk E-mail", "[Gmail]/Spam", "INBOX.Junk",
               "INBOX.Spam", "Bulk Mail")
@@ -88,16 +89,26 @@ class Polled:
     problem: str = ""
 
 
+def _due():
+    now = timezone.now()
+    every = timedelta(seconds=float(settings.MAILROOM_REPORT_POLL_SECONDS))
+    return ImapSettings.objects.filter(
+        Q(polled_at__isnull=True) | Q(polled_at__lte=now - every),
+        Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now),
+        track_reports=True,
+    )
+
+
+def any_due() -> bool:
+    """Whether a mailbox's turn has come (the sweep asks, ``mailer.tasks.sweep``)."""
+    return _due().exists()
+
+
 def poll_due(limit: int = 50) -> int:
     """Beat's pass: poll each account whose IMAP side tracks reports and whose turn has
     come, one worker per account (a lease). Returns how many were polled."""
     now = timezone.now()
-    every = timedelta(seconds=float(settings.MAILROOM_REPORT_POLL_SECONDS))
-    due = list(ImapSettings.objects.filter(
-        Q(polled_at__isnull=True) | Q(polled_at__lte=now - every),
-        Q(poll_claimed_until__isnull=True) | Q(poll_claimed_until__lt=now),
-        track_reports=True,
-    ).values_list("pk", "account_id")[:limit])
+    due = list(_due().values_list("pk", "account_id")[:limit])
     polled = 0
     for pk, account_id in due:
         lease = now + timedelta(seconds=10 * float(settings.MAILROOM_IMAP_TIMEOUT))

@@ -33,7 +33,7 @@ from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SentCopy
 
 log = logging.getLogger("mailer.imap")
 
-__all__ = ["copy_bytes", "save", "save_due", "wanted_after"]
+__all__ = ["any_due", "copy_bytes", "save", "save_due", "wanted_after"]
 
 Status = SentCopy.Status
 Outcome = DeliveryAttempt.Outcome
@@ -52,6 +52,11 @@ def _candidates(limit: int) -> list[int]:
         status=Status.PENDING,
     ).values_list("message_id", flat=True)[:limit]
     return sorted({*new, *again})
+
+
+def any_due() -> bool:
+    """Whether beat's pass has a copy to save (the sweep asks, ``mailer.tasks.sweep``)."""
+    return bool(_candidates(1))
 
 
 def wanted_after(message_id: int, outcomes: list[str]) -> bool:

@@ -18,3 +18,21 @@ def test_the_sweeper_delivers_mail_whose_wake_up_was_lost(owner, account, server
                    what="lost mail delivered by the sweeper")
     assert sorted(r.message_id for r in server.received) == sorted(m.message_id for m in msgs)
     assert "sweep enqueued=" in worker.log
+
+
+def test_the_sweep_starts_the_imap_passes_only_when_they_have_work(owner, account):
+    # The embedded filesystem broker hands a worker about ten messages a second; IMAP passes
+    # ticked by beat whether or not any account has IMAP took most of that from delivery.
+    from mailer.models import ImapSettings
+
+    with celery_worker(beat=True, env=FAST) as worker:
+        worker.wait_for_log("mailer.tasks.sweep[", count=4)
+        assert "tasks.poll_reports[" not in worker.log
+        assert "tasks.save_sent_copies[" not in worker.log
+        # An IMAP side tracking reports (its server on a closed port: the poll just fails).
+        ImapSettings.objects.create(account=account, host="127.0.0.1", port=9, security="tls",
+                                    save_to_sent=False, track_reports=True)
+        wait_until(lambda: ImapSettings.objects.get(account=account).polled_at is not None,
+                   what="the mailbox polled", timeout=15)
+    assert "Task mailer.tasks.poll_reports[" in worker.log
+    assert "tasks.save_sent_copies[" not in worker.log
