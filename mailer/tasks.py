@@ -8,6 +8,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_process_shutdown
+from django.conf import settings
 from django.db import transaction
 
 from mailer import counts, delivery, services, wakeups
@@ -36,10 +37,13 @@ def sweep() -> int:
     from mailer.imap import bounces, sentcopy
 
     enqueued = len(delivery.sweep().enqueued)
+    # ``expires``: a pass still waiting when the next sweep hands over another is dropped,
+    # so a busy worker does not pile them up.
+    expires = settings.MAILROOM_SWEEP_SECONDS
     if sentcopy.any_due():
-        _hand_over_now(save_sent_copies, "the Sent copies")
+        _hand_over_now(save_sent_copies, "the Sent copies", expires=expires)
     if bounces.any_due():
-        _hand_over_now(poll_reports, "the delivery-report polls")
+        _hand_over_now(poll_reports, "the delivery-report polls", expires=expires)
     return enqueued
 
 
@@ -115,9 +119,9 @@ def _hand_over(task, pk: int, what: str) -> None:
     transaction.on_commit(lambda: _hand_over_now(task, f"{what} {pk}", pk))
 
 
-def _hand_over_now(task, what: str, *args) -> None:
+def _hand_over_now(task, what: str, *args, **options) -> None:
     try:
-        task.apply_async(args, retry=True, retry_policy=QUICK_RETRY)
+        task.apply_async(args, retry=True, retry_policy=QUICK_RETRY, **options)
     except Exception as exc:  # kombu raises several unrelated classes for a dead broker
         log.warning("could not hand %s to a worker (%s)", what, exc)
 
