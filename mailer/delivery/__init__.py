@@ -10,7 +10,9 @@ The protocol (ARCHITECTURE invariants 1 and 3):
    out, ``end_of_data_at`` is stamped on the attempt in a durable commit (and the lease is
    checked: a worker that has lost its lease stops there, so the message is not sent twice).
 3. **Record** right after the server's final reply, and only if the message still carries
-   our ``attempt_id``. What the reply means is ``mailer.policy``'s (``after_reply``).
+   our ``attempt_id``. What the reply means is ``mailer.policy``'s (``after_reply``). In a
+   batch, the record's commit is made while the next message's envelope is on the wire
+   (and always before that message's mark): it costs no round trip of its own.
 4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that
    expired after ``end_of_data_at`` becomes ``unknown`` (the server may have the message);
    one that expired before it is retried safely.
@@ -22,7 +24,8 @@ commit. The message then becomes ``unknown`` (not resent) unless
 **Batches** (``drain``): one wake-up lets a worker drain the due mail of one account,
 claimed up to ``MAILROOM_CLAIM_BATCH`` at a time and sent one after another over the cached
 connection, each with its own end-of-data mark (which renews that message's lease) and its
-own record right after the server's reply. A worker killed mid-batch leaves the rest of the
+own record right after the server's reply (written while the next message's envelope is
+answered). A worker killed mid-batch leaves the rest of the
 batch in ``sending`` with no end-of-data mark: the sweeper gives each back to the queue when
 its lease expires, and only a message whose *own* mark was committed becomes ``unknown``.
 

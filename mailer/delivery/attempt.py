@@ -6,6 +6,10 @@ attempt in a durable commit and renews the lease. From then on a lost worker, a 
 connection or a crashed database means "outcome unknown", never a blind resend; a worker
 that has lost its lease stops there, so the message is not sent twice.
 
+The exchange itself runs on a helper thread (:func:`_exchange`) so that the worker's thread
+can write the batch's previous record meanwhile; the mark and every database write are made
+on the worker's thread, in the order one thread would make them.
+
 What the attempt learned comes back as a :class:`Result` — each recipient's
 ``policy.RecipientReply``, or the error and the message-level decision — for
 ``recording`` to write. The meaning of every reply is ``mailer.policy``'s.
@@ -13,10 +17,15 @@ What the attempt learned comes back as a :class:`Result` — each recipient's
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -29,6 +38,7 @@ from mailer.models import DeliveryAttempt, OutboxMessage, Recipient, SmtpAccount
 log = logging.getLogger("mailer.delivery")
 
 Status = OutboxMessage.Status
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -76,8 +86,10 @@ def deleted_account(pending: list[Recipient]) -> Result:
 
 
 def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
-         pending: list[Recipient]) -> Result:
-    """Send the frozen message to the pending recipients over a cached or new connection."""
+         pending: list[Recipient], *, meanwhile: Callable[[], object] | None = None) -> Result:
+    """Send the frozen message to the pending recipients over a cached or new connection.
+    ``meanwhile`` (a batch's record of the message before) runs while the envelope is on the
+    wire, before the end-of-data mark (:func:`_exchange`)."""
     from mailer.smtp import errors as smtp_errors
 
     marker = _Marker(message.pk, attempt.attempt_id)
@@ -86,11 +98,11 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
         for fresh in (False, True):
             client, reused = connections.acquire(account)
             _clear_transcript(client)
-            client.end_of_data_hook = marker
             try:
                 with message.eml.open("rb") as fh:
-                    sent = client.send(message.envelope_from, [r.address for r in pending], fh,
-                                       size_hint=message.size, **_dsn(message))
+                    sent = _exchange(client, marker, meanwhile, functools.partial(
+                        client.send, message.envelope_from, [r.address for r in pending], fh,
+                        size_hint=message.size, **_dsn(message)))
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
                 # A cached connection the server had closed (it was not checked with NOOP):
@@ -99,13 +111,19 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                     raise
                 log.info("delivery entry=%s cached connection was dead (%s); reconnecting",
                          message.pk, exc)
-                client.end_of_data_hook = None
                 client.close()
                 client = None
+            finally:
+                meanwhile = None  # it ran (:func:`_exchange` runs it whatever happens)
+    except _Abandoned as exc:
+        # ``meanwhile`` failed (the database is out of reach): the exchange stopped before
+        # the end of the data, so nothing was sent; the error is the caller's.
+        if client is not None:
+            client.close()
+        raise exc.error from None
     except Exception as exc:
         return _failed(exc, client, marker, message, account, pending)
     assert client is not None  # the loop either sent (break) or raised
-    client.end_of_data_hook = None
     result = Result(reply=sent.data_reply, transcript=list(client.transcript or []), reused=reused)
     connections.release(account, client)
     for r in sent.recipients:
@@ -113,6 +131,70 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
             policy.accepted(sent.data_reply or r.reply) if r.accepted else policy.refused(r.reply)
         )
     return result
+
+
+class _Abandoned(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
+              send: Callable[[], T]) -> T:
+    """Run ``send`` (the SMTP exchange) on a helper thread while this thread runs
+    ``meanwhile``; the exchange's end-of-data hook (the mark, a database write) runs here,
+    on the thread that holds the database connection, and only after ``meanwhile``.
+
+    Nothing but the SMTP conversation leaves this thread, and the order of the durable
+    writes is the one a single thread makes: ``meanwhile``'s commit, then the mark, then the
+    final chunk. The helper thread only waits for the server meanwhile."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def at_end_of_data() -> None:  # on the helper thread
+        answer: queue.SimpleQueue = queue.SimpleQueue()
+        events.put(("mark", answer))
+        error = answer.get()
+        if error is not None:
+            raise error
+
+    def run() -> None:
+        try:
+            events.put(("done", send(), None))
+        except BaseException as exc:  # handed to the caller's thread
+            events.put(("done", None, exc))
+
+    client.end_of_data_hook = at_end_of_data
+    helper = threading.Thread(target=run, name="smtp-exchange", daemon=True)
+    helper.start()
+    failed: _Abandoned | None = None
+    try:
+        if meanwhile is not None:
+            meanwhile()
+    except Exception as exc:
+        failed = _Abandoned(exc)
+    try:
+        while True:
+            kind, *rest = events.get()
+            if kind == "done":
+                helper.join()
+                sent, error = rest
+                if failed is not None:
+                    raise failed
+                if error is not None:
+                    raise error
+                return sent
+            (answer,) = rest
+            if failed is not None:
+                answer.put(failed)  # stop before the end of the data
+                continue
+            try:
+                marker()
+            except BaseException as exc:
+                answer.put(exc)
+            else:
+                answer.put(None)
+    finally:
+        client.end_of_data_hook = None
 
 
 def _dsn(message: OutboxMessage) -> dict:
@@ -146,7 +228,6 @@ def _failed(exc: BaseException, client, marker: _Marker, message, account, pendi
 
     transcript = list(getattr(client, "transcript", None) or []) if client else []
     if client is not None:
-        client.end_of_data_hook = None
         client.close()
     if marker.lease_lost or isinstance(exc, LeaseLost):
         return Result(error=exc, transcript=transcript, lease_lost=True)

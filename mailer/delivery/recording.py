@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError
 from django.db import connection as db_connection
@@ -32,26 +34,90 @@ log = logging.getLogger("mailer.delivery")
 Status = OutboxMessage.Status
 Outcome = DeliveryAttempt.Outcome
 
+T = TypeVar("T")
+
 # Waits between tries to record a result when the database connection failed.
 _RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0)
 
 
+class Recording:
+    """An attempt's outcome as decided, and the write that records it, done once.
+
+    A batch decides each message's outcome as soon as the server's reply is in (whether the
+    rest of the batch goes on depends on it) and writes it while the next message's envelope
+    is on the wire (``worker.drain``): the write is the same durable commit, made before the
+    next message's end-of-data mark. :meth:`write` returns the outcome as recorded (which
+    differs from :attr:`decided` only when the message was no longer ours)."""
+
+    def __init__(self, message: OutboxMessage, account: SmtpAccount | None, decided: str,
+                 write: Callable[[], str], started: float) -> None:
+        self.message, self.account, self.decided = message, account, decided
+        self._write, self._started = write, started
+        self.outcome: str | None = None
+
+    def write(self) -> str:
+        if self.outcome is None:
+            self.outcome = self._write()
+            log.info("delivery entry=%s account=%s outcome=%s seconds=%.3f", self.message.pk,
+                     self.account.pk if self.account else None, self.outcome,
+                     time.monotonic() - self._started)
+        return self.outcome
+
+
 def record(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount | None,
            result: Result, recipients: list[Recipient]) -> str:
-    """Record the result, reconnecting to the database if the connection died meanwhile;
-    return the attempt's outcome.
+    """Decide and write an attempt's result at once; return its outcome."""
+    return decide(message, attempt, account, result, recipients).write()
+
+
+def decide(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount | None,
+           result: Result, recipients: list[Recipient], *,
+           started: float | None = None) -> Recording:
+    """What the result means (``policy.after_reply``), and the write that records it.
 
     After the server's final reply the worker knows the outcome for certain; losing it
     with a dropped connection would leave the message to expire into ``unknown`` (and a
     user's "send again" would then duplicate it). We still hold the lease, so trying again
     on a fresh connection is safe: the write is all or nothing, conditional on our attempt
     id, and a try that committed before its connection died is found by :func:`_already`."""
+    started = time.monotonic() if started is None else started
     if result.lease_lost:
-        log.warning("delivery entry=%s lost its lease before the end of data; not sent", message.pk)
-        return "lease_lost"
+        def dropped() -> str:
+            log.warning("delivery entry=%s lost its lease before the end of data; not sent",
+                        message.pk)
+            return "lease_lost"
+        return Recording(message, account, "lease_lost", dropped, started)
+    now = timezone.now()
+    recent = 0
+    if account is not None and policy.throttled(result.decision, result.recipients):
+        recent = _reconnecting(message, lambda: DeliveryAttempt.objects.filter(
+            message__account=account, outcome=Outcome.THROTTLED,
+            started_at__gte=now - policy.throttle_window(),
+        ).count())
+    after = policy.after_reply(
+        decision=result.decision, replies=result.recipients,
+        before={r.address: r.status for r in recipients},
+        first_attempt_at=message.first_attempt_at or now, now=now, recent_throttles=recent,
+    )
+    updates = _updates(message, attempt, account, result, after, now,
+                       {r.address: r.pk for r in recipients})
+
+    def write() -> str:
+        if not _reconnecting(message, lambda: rows.write(*updates)):
+            return _reconnecting(message, lambda: _already(message, attempt, result, now))
+        if after.send_rest_now:
+            from mailer import tasks
+
+            tasks.wake(message.pk)
+        return str(after.outcome)
+    return Recording(message, account, str(after.outcome), write, started)
+
+
+def _reconnecting(message: OutboxMessage, query: Callable[[], T]) -> T:
+    """Run ``query``, reconnecting to the database if the connection died meanwhile."""
     for delay in (*_RETRY_DELAYS, None):
         try:
-            return _record_once(message, attempt, account, result, recipients)
+            return query()
         except (OperationalError, InterfaceError) as exc:
             if delay is None:
                 raise
@@ -60,29 +126,6 @@ def record(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccoun
             db_connection.close()
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def _record_once(message, attempt, account, result: Result, recipients: list[Recipient]) -> str:
-    now = timezone.now()
-    recent = 0
-    if account is not None and policy.throttled(result.decision, result.recipients):
-        recent = DeliveryAttempt.objects.filter(
-            message__account=account, outcome=Outcome.THROTTLED,
-            started_at__gte=now - policy.throttle_window(),
-        ).count()
-    after = policy.after_reply(
-        decision=result.decision, replies=result.recipients,
-        before={r.address: r.status for r in recipients},
-        first_attempt_at=message.first_attempt_at or now, now=now, recent_throttles=recent,
-    )
-    by_address = {r.address: r.pk for r in recipients}
-    if rows.write(*_updates(message, attempt, account, result, after, now, by_address)):
-        if after.send_rest_now:
-            from mailer import tasks
-
-            tasks.wake(message.pk)
-        return str(after.outcome)
-    return _already(message, attempt, result, now)
 
 
 def _updates(message, attempt, account, result: Result, after: policy.AfterReply,

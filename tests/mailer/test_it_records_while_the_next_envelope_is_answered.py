@@ -1,0 +1,85 @@
+"""In a batch, a message's record is written while the next message's envelope is on the wire
+(``worker._send_batch``, ``attempt._exchange``): its durable commit overlaps the server's
+round trip instead of adding to it. The order of the durable writes is the one a single
+thread makes: message 1's mark, its data, its record, then message 2's mark, and only then
+message 2's data.
+
+The server is real (aiosmtpd); the database statements are watched with Django's own
+``execute_wrapper``. Runs on SQLite and again on PostgreSQL (pass 2)."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from mailer import delivery
+from tests.mailer.base import make_account, send
+from tests.smtp_servers import RecordingHandler, start_smtp_server
+
+pytestmark = pytest.mark.pipeline
+
+
+class _Watching(RecordingHandler):
+    """Notes when each MAIL and each end of data reaches the server."""
+
+    def __init__(self, events: list[str], lock: threading.Lock) -> None:
+        super().__init__()
+        self.events, self.lock = events, lock
+        self.mails = 0
+        self.second_mail = threading.Event()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        with self.lock:
+            self.mails += 1
+            self.events.append(f"MAIL {self.mails}")
+        if self.mails == 2:
+            self.second_mail.set()
+        return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        with self.lock:
+            self.events.append(f"data {self.mails}")
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
+    events: list[str] = []
+    lock = threading.Lock()
+    handler = _Watching(events, lock)
+    server = start_smtp_server(handler=handler)
+    try:
+        account = make_account(owner, server)
+        first = send(owner, account, subject="one")
+        send(owner, account, subject="two")
+        records = marks = 0
+        overlapped: list[bool] = []
+
+        def watch(execute, sql, params, many, context):
+            nonlocal records, marks
+            if '"end_of_data_at" = ' in sql:
+                marks += 1
+                with lock:
+                    events.append(f"mark {marks}")
+            elif '"finished_at" = ' in sql:
+                records += 1
+                if records == 1:
+                    # Message 2's MAIL reaches the server while message 1's record waits to
+                    # be written: only if the two overlap (one thread doing both in turn
+                    # would wait here for a MAIL it has not sent yet).
+                    overlapped.append(handler.second_mail.wait(5))
+                with lock:
+                    events.append(f"record {records}")
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(watch):
+            outcomes = delivery.drain(first.pk)
+    finally:
+        server.stop()
+
+    assert outcomes == ["sent", "sent"]
+    assert overlapped == [True]
+    assert len(handler.messages) == 2
+    assert [e for e in events if not e.startswith("MAIL")] == [
+        "mark 1", "data 1", "record 1", "mark 2", "data 2", "record 2",
+    ]
+    assert events.index("MAIL 2") < events.index("record 1")
