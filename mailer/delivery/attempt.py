@@ -147,13 +147,22 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
 
     Nothing but the SMTP conversation leaves this thread, and the order of the durable
     writes is the one a single thread makes: ``meanwhile``'s commit, then the mark, then the
-    final chunk. The helper thread only waits for the server meanwhile."""
+    final chunk. The helper thread only waits for the server meanwhile. Should this thread
+    leave before the exchange is over (an error, a signal), the exchange can no longer get
+    its mark, so it stops before the end of the data."""
     events: queue.SimpleQueue = queue.SimpleQueue()
+    gone = threading.Event()
 
     def at_end_of_data() -> None:  # on the helper thread
         answer: queue.SimpleQueue = queue.SimpleQueue()
         events.put(("mark", answer))
-        error = answer.get()
+        while True:
+            try:
+                error = answer.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if gone.is_set():
+                    raise LeaseLost("the worker stopped before the end of the data") from None
         if error is not None:
             raise error
 
@@ -168,15 +177,16 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
     helper.start()
     failed: _Abandoned | None = None
     try:
-        if meanwhile is not None:
-            meanwhile()
-    except Exception as exc:
-        failed = _Abandoned(exc)
-    try:
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        except Exception as exc:
+            failed = _Abandoned(exc)
         while True:
             kind, *rest = events.get()
             if kind == "done":
                 helper.join()
+                client.end_of_data_hook = None
                 sent, error = rest
                 if failed is not None:
                     raise failed
@@ -194,7 +204,7 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
             else:
                 answer.put(None)
     finally:
-        client.end_of_data_hook = None
+        gone.set()
 
 
 def _dsn(message: OutboxMessage) -> dict:

@@ -83,3 +83,31 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
         "mark 1", "data 1", "record 1", "mark 2", "data 2", "record 2",
     ]
     assert events.index("MAIL 2") < events.index("record 1")
+
+
+def test_when_the_previous_record_cannot_be_written_nothing_more_is_sent(owner, account, server):
+    """The database is out of reach for the previous message's record (its write gave up):
+    the exchange already on the wire stops before the end of the data, with no mark, and
+    the error is the worker's (the message is retried once its lease expires)."""
+    import functools
+
+    from django.db import OperationalError
+
+    from mailer.delivery import attempt as attempts
+
+    message = send(owner, account, subject="stopped")
+    claimed = delivery.claim(message.pk)
+    client, _ = delivery.connections.acquire(account)
+    marker = attempts._Marker(message.pk, claimed.attempt.attempt_id)
+
+    def previous_record():
+        raise OperationalError("the database is out of reach")
+
+    with message.eml.open("rb") as fh, pytest.raises(attempts._Abandoned) as raised:
+        attempts._exchange(client, marker, previous_record, functools.partial(
+            client.send, message.envelope_from, ["alice@example.org"], fh))
+    client.close()
+
+    assert isinstance(raised.value.error, OperationalError)
+    assert not marker.marked
+    assert server.received == []
