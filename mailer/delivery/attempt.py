@@ -86,21 +86,25 @@ def deleted_account(pending: list[Recipient]) -> Result:
 
 
 def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
-         pending: list[Recipient], *, meanwhile: Callable[[], object] | None = None) -> Result:
+         pending: list[Recipient], *, meanwhile: Callable[[], object] | None = None,
+         read_ahead: dict | None = None, ahead: Callable[[], object] | None = None) -> Result:
     """Send the frozen message to the pending recipients over a cached or new connection.
-    ``meanwhile`` (a batch's record of the message before) runs while the envelope is on the
-    wire, before the end-of-data mark (:func:`_exchange`)."""
+    In a batch (:func:`_exchange`): ``meanwhile`` (the record of the message before) runs
+    while the envelope is on the wire, before the end-of-data mark; ``ahead`` (reading the
+    account's settings for the message after) runs once the mark is made, while the server
+    takes the end of the data; ``read_ahead`` is what the previous one's ``ahead`` read."""
     from mailer.smtp import errors as smtp_errors
 
     marker = _Marker(message.pk, attempt.attempt_id)
     client = None
     try:
         for fresh in (False, True):
-            client, reused = connections.acquire(account)
+            client, reused = connections.acquire(account, read_ahead)
+            read_ahead = None  # a second connection reads them afresh
             _clear_transcript(client)
             try:
                 with message.eml.open("rb") as fh:
-                    sent = _exchange(client, marker, meanwhile, functools.partial(
+                    sent = _exchange(client, marker, meanwhile, ahead, functools.partial(
                         client.send, message.envelope_from, [r.address for r in pending], fh,
                         size_hint=message.size, **_dsn(message)))
                 break
@@ -114,7 +118,7 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                 client.close()
                 client = None
             finally:
-                meanwhile = None  # it ran (:func:`_exchange` runs it whatever happens)
+                meanwhile = ahead = None  # they ran (or, for ``ahead``, had their chance)
     except _Abandoned as exc:
         # ``meanwhile`` failed (the database is out of reach): the exchange stopped before
         # the end of the data, so nothing was sent; the error is the caller's.
@@ -140,10 +144,12 @@ class _Abandoned(Exception):
 
 
 def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
-              send: Callable[[], T]) -> T:
+              ahead: Callable[[], object] | None, send: Callable[[], T]) -> T:
     """Run ``send`` (the SMTP exchange) on a helper thread while this thread runs
     ``meanwhile``; the exchange's end-of-data hook (the mark, a database write) runs here,
-    on the thread that holds the database connection, and only after ``meanwhile``.
+    on the thread that holds the database connection, and only after ``meanwhile``; then,
+    while the server takes the end of the data, ``ahead`` (whose failure is only logged:
+    what it prepares is then done the usual way).
 
     Nothing but the SMTP conversation leaves this thread, and the order of the durable
     writes is the one a single thread makes: ``meanwhile``'s commit, then the mark, then the
@@ -201,8 +207,13 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
                 marker()
             except BaseException as exc:
                 answer.put(exc)
-            else:
-                answer.put(None)
+                continue
+            answer.put(None)
+            if ahead is not None:
+                try:
+                    ahead()
+                except Exception as exc:
+                    log.warning("preparing the next message failed (%s); done later", exc)
     finally:
         gone.set()
 

@@ -62,6 +62,14 @@ def record_capabilities(account: SmtpAccount, snapshot: dict) -> None:
     account.capabilities, account.capabilities_seen_at = snapshot, now
 
 
+def read_settings(account_pk: int) -> dict[str, Any]:
+    """The account's connection settings as they are now (``SmtpAccount.CONNECTION_FIELDS``)."""
+    row = SmtpAccount.objects.filter(pk=account_pk).values(*SmtpAccount.CONNECTION_FIELDS).first()
+    if row is None:
+        raise SmtpAccount.DoesNotExist(f"account {account_pk} was deleted")
+    return row
+
+
 @dataclass
 class _Cached:
     client: Any  # mailer.smtp.client.SMTPClient
@@ -80,14 +88,16 @@ class ConnectionCache:
         self._conns: dict[int, _Cached] = {}
         self.opened = 0
 
-    def acquire(self, account: SmtpAccount):
+    def acquire(self, account: SmtpAccount, read_ahead: dict[str, Any] | None = None):
         """Return (client, reused). Raises the client's errors when a new connection fails.
 
-        The account's connection settings are read afresh first: the row in hand was read
-        when its message was claimed, and an edit since (a new password, another login
-        method) must retire the cached connection in every worker and be what the next
-        login uses. One primary-key read per message."""
-        account.refresh_from_db(fields=SmtpAccount.CONNECTION_FIELDS)
+        The account's connection settings are read afresh first (or taken from
+        ``read_ahead``, read by :func:`read_settings` during the batch's previous exchange):
+        the row in hand was read when its message was claimed, and an edit since (a new
+        password, another login method) must retire the cached connection in every worker
+        and be what the next login uses. One primary-key read per message."""
+        for name, value in (read_ahead or read_settings(account.pk)).items():
+            setattr(account, name, value)
         cached = self._conns.pop(account.pk, None)
         if cached is not None:
             idle = time.monotonic() - cached.last_used

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from mailer import quotas, wakeups
 from mailer.delivery import attempt as attempts
+from mailer.delivery.cache import read_settings
 from mailer.delivery.claiming import Claimed, claim, claim_batch, give_back
 from mailer.delivery.recording import Recording, decide, release_for_quota
 from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
@@ -41,18 +42,21 @@ def deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt,
 
 
 def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[Recipient],
-             previous: Recording | None = None) -> Recording:
+             previous: Recording | None = None, ahead: _ReadAhead | None = None) -> Recording:
     """Attempt a claimed message; return its outcome decided, not yet written. The attempt
     goes to the recipients still waiting (never those that accepted or failed).
 
     ``previous`` (the batch's message before this one) is written during this attempt: while
     its envelope is on the wire, before its end-of-data mark (``attempts.send``), or first
     if nothing is sent. A durable commit costs a flush of the WAL; made while the server
-    answers it costs no time of its own."""
+    answers it costs no time of its own. Likewise ``ahead`` reads the connection settings
+    for the batch's next message while the server takes this one's end of data, and this
+    attempt uses what the previous one read ahead (``ahead.take``)."""
     started = time.monotonic()
     account = message.account
     pending = [r for r in recipients if r.status in Recipient.RETRY_STATUSES]
     meanwhile = previous.write if previous is not None else None
+    read_ahead = ahead.take(account.pk) if ahead is not None and account is not None else None
     try:
         if account is None:
             result = attempts.deleted_account(pending)
@@ -66,7 +70,9 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
                     release_for_quota(message, attempt, not_before)
                     return "quota"
                 return Recording(message, account, "quota", give_back_for_quota, started)
-            result = attempts.send(message, attempt, account, pending, meanwhile=meanwhile)
+            result = attempts.send(message, attempt, account, pending, meanwhile=meanwhile,
+                                   read_ahead=read_ahead,
+                                   ahead=ahead.next_reader() if ahead else None)
     finally:
         if meanwhile is not None:
             meanwhile()  # written once: a second call returns what the first wrote
@@ -109,9 +115,11 @@ def _send_batch(batch: list[Claimed]) -> list[str]:
     the next one's envelope is on the wire; stop at an outcome that holds the account's
     other mail (the rest is given back). Returns the outcomes, all written."""
     done: list[Recording] = []
+    ahead = _ReadAhead()
     try:
         for n, claimed in enumerate(batch):
-            done.append(_attempt(*claimed, previous=done[-1] if done else None))
+            ahead.following = batch[n + 1].message.account_id if n + 1 < len(batch) else None
+            done.append(_attempt(*claimed, previous=done[-1] if done else None, ahead=ahead))
             if done[-1].decided in _STOP_BATCH:
                 done[-1].write()
                 give_back([c.attempt for c in batch[n + 1:]])
@@ -120,6 +128,37 @@ def _send_batch(batch: list[Claimed]) -> list[str]:
         if done:
             done[-1].write()
     return [r.write() for r in done]
+
+
+# How old the settings read ahead may be when the next message uses them (seconds).
+_FRESH = 1.0
+
+
+class _ReadAhead:
+    """The connection settings of the batch's next message, read during this one's end of
+    data (``cache.read_settings``): an edit made before the read is what the next message
+    uses; one made after it, the message after that."""
+
+    def __init__(self) -> None:
+        self.following: int | None = None  # the next message's account
+        self._read: tuple[int, float, dict] | None = None
+
+    def next_reader(self):
+        account_pk = self.following
+        if account_pk is None:
+            return None
+
+        def read() -> None:
+            self._read = (account_pk, time.monotonic(), read_settings(account_pk))
+        return read
+
+    def take(self, account_pk: int) -> dict | None:
+        """What was read for ``account_pk``, if it was a moment ago (a slow end of data makes
+        it too old to stand for "now": then the attempt reads them itself)."""
+        read, self._read = self._read, None
+        if read is None or read[0] != account_pk or time.monotonic() - read[1] > _FRESH:
+            return None
+        return read[2]
 
 
 def _gather(account_id: int) -> None:

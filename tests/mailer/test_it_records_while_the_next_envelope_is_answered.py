@@ -1,8 +1,9 @@
 """In a batch, a message's record is written while the next message's envelope is on the wire
 (``worker._send_batch``, ``attempt._exchange``): its durable commit overlaps the server's
-round trip instead of adding to it. The order of the durable writes is the one a single
-thread makes: message 1's mark, its data, its record, then message 2's mark, and only then
-message 2's data.
+round trip instead of adding to it. Likewise the next message's connection settings are read
+while the server takes the end of the data before it. The order of the durable writes is the
+one a single thread makes: message 1's mark, its data, its record, then message 2's mark,
+and only then message 2's data.
 
 The server is real (aiosmtpd); the database statements are watched with Django's own
 ``execute_wrapper``. Runs on SQLite and again on PostgreSQL (pass 2)."""
@@ -53,11 +54,16 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
         send(owner, account, subject="two")
         records = marks = 0
         overlapped: list[bool] = []
+        ours: list[str] = []  # the worker's own statements, in order
 
         def watch(execute, sql, params, many, context):
             nonlocal records, marks
-            if '"end_of_data_at" = ' in sql:
+            if (sql.startswith("SELECT") and '"secret_encrypted"' in sql
+                    and "mailer_outboxmessage" not in sql):
+                ours.append("settings")  # the account's connection settings (not the claim)
+            elif '"end_of_data_at" = ' in sql:
                 marks += 1
+                ours.append(f"mark {marks}")
                 with lock:
                     events.append(f"mark {marks}")
             elif '"finished_at" = ' in sql:
@@ -67,6 +73,7 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
                     # be written: only if the two overlap (one thread doing both in turn
                     # would wait here for a MAIL it has not sent yet).
                     overlapped.append(handler.second_mail.wait(5))
+                ours.append(f"record {records}")
                 with lock:
                     events.append(f"record {records}")
             return execute(sql, params, many, context)
@@ -83,6 +90,9 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
         "mark 1", "data 1", "record 1", "mark 2", "data 2", "record 2",
     ]
     assert events.index("MAIL 2") < events.index("record 1")
+    # Message 2's settings are read while the server takes message 1's end of data (once its
+    # mark is made), not between message 1's reply and message 2's envelope.
+    assert ours == ["settings", "mark 1", "settings", "record 1", "mark 2", "record 2"]
 
 
 def test_when_the_previous_record_cannot_be_written_nothing_more_is_sent(owner, account, server):
@@ -104,7 +114,7 @@ def test_when_the_previous_record_cannot_be_written_nothing_more_is_sent(owner, 
         raise OperationalError("the database is out of reach")
 
     with message.eml.open("rb") as fh, pytest.raises(attempts._Abandoned) as raised:
-        attempts._exchange(client, marker, previous_record, functools.partial(
+        attempts._exchange(client, marker, previous_record, None, functools.partial(
             client.send, message.envelope_from, ["alice@example.org"], fh))
     client.close()
 

@@ -110,3 +110,42 @@ def test_an_edit_mid_batch_retires_the_cached_connection(owner, smtp_server_fact
                                              ("LOGIN", "alice")]
     reused = DeliveryAttempt.objects.order_by("pk").values_list("connection_reused", flat=True)
     assert list(reused) == [False, False, False]
+
+
+def test_an_edit_during_a_batch_is_used_from_the_next_message_not_yet_begun(
+        owner, smtp_server_factory):
+    """In a batch, the next message's settings are read while the server takes the end of the
+    data before it (``worker._ReadAhead``). The password is changed while message 2's
+    envelope is on the wire (the moment message 1's record is written): message 2 goes out
+    on the connection it began on, and message 3 logs in anew with the new password."""
+    from django.db import connection
+
+    from mailer.models import SmtpAccount
+    from tests.mailer.base import make_account
+
+    accounts = {"alice": "old secret"}
+    server = smtp_server_factory(accounts=accounts, auth_require_tls=False)
+    account = make_account(owner, server, auth_mechanism="plain", username="alice",
+                           secret="old secret", allow_plaintext_auth=True)
+    ids = [send(owner, account, subject=f"n{i}").pk for i in range(3)]
+    editing = False
+
+    def edit_at_the_first_record(execute, sql, params, many, context):
+        nonlocal editing
+        if not editing and '"finished_at" = ' in sql and accounts["alice"] == "old secret":
+            editing = True
+            edited = SmtpAccount.objects.get(pk=account.pk)  # another process's edit
+            edited.set_secret("new secret")
+            edited.save()
+            accounts["alice"] = "new secret"
+            editing = False
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(edit_at_the_first_record):
+        assert delivery.drain(ids[0]) == ["sent"] * 3
+
+    assert accounts["alice"] == "new secret"
+    assert server.handler.login_attempts == [("PLAIN", "alice"), ("PLAIN", "alice")]
+    reused = DeliveryAttempt.objects.order_by("message_id").values_list(
+        "connection_reused", flat=True)
+    assert list(reused) == [False, True, False]
