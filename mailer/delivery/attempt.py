@@ -199,23 +199,29 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
                 if error is not None:
                     raise error
                 return sent
-            (answer,) = rest
-            if failed is not None:
-                answer.put(failed)  # stop before the end of the data
-                continue
-            try:
-                marker()
-            except BaseException as exc:
-                answer.put(exc)
-                continue
-            answer.put(None)
-            if ahead is not None:
-                try:
-                    ahead()
-                except Exception as exc:
-                    log.warning("preparing the next message failed (%s); done later", exc)
+            _answer_the_mark(rest[0], marker, failed, ahead)
     finally:
         gone.set()
+
+
+def _answer_the_mark(answer: queue.SimpleQueue, marker: _Marker, failed: _Abandoned | None,
+                     ahead: Callable[[], object] | None) -> None:
+    """The exchange asks for its mark: refuse it if ``meanwhile`` failed, else make it and
+    answer; then, while the end of the data goes out, run ``ahead``."""
+    if failed is not None:
+        answer.put(failed)  # stop before the end of the data
+        return
+    try:
+        marker()
+    except BaseException as exc:
+        answer.put(exc)
+        return
+    answer.put(None)
+    if ahead is not None:
+        try:
+            ahead()
+        except Exception as exc:
+            log.warning("preparing the next message failed (%s); done later", exc)
 
 
 def _dsn(message: OutboxMessage) -> dict:
