@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.utils import timezone
@@ -42,21 +43,21 @@ def deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt,
 
 
 def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[Recipient],
-             previous: Recording | None = None, ahead: _ReadAhead | None = None) -> Recording:
+             previous: Recording | None = None, read_ahead: dict | None = None,
+             read_next: Callable[[], object] | None = None) -> Recording:
     """Attempt a claimed message; return its outcome decided, not yet written. The attempt
     goes to the recipients still waiting (never those that accepted or failed).
 
     ``previous`` (the batch's message before this one) is written during this attempt: while
     its envelope is on the wire, before its end-of-data mark (``attempts.send``), or first
     if nothing is sent. A durable commit costs a flush of the WAL; made while the server
-    answers it costs no time of its own. Likewise ``ahead`` reads the connection settings
-    for the batch's next message while the server takes this one's end of data, and this
-    attempt uses what the previous one read ahead (``ahead.take``)."""
+    answers it costs no time of its own. Likewise ``read_next`` reads the connection
+    settings for the batch's next message while the server takes this one's end of data,
+    and ``read_ahead`` is what the previous attempt read for this one (``_ReadAhead``)."""
     started = time.monotonic()
     account = message.account
     pending = [r for r in recipients if r.status in Recipient.RETRY_STATUSES]
     meanwhile = previous.write if previous is not None else None
-    read_ahead = ahead.take(account.pk) if ahead is not None and account is not None else None
     try:
         if account is None:
             result = attempts.deleted_account(pending)
@@ -71,8 +72,7 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
                     return "quota"
                 return Recording(message, account, "quota", give_back_for_quota, started)
             result = attempts.send(message, attempt, account, pending, meanwhile=meanwhile,
-                                   read_ahead=read_ahead,
-                                   ahead=ahead.next_reader() if ahead else None)
+                                   read_ahead=read_ahead, ahead=read_next)
     finally:
         if meanwhile is not None:
             meanwhile()  # written once: a second call returns what the first wrote
@@ -105,21 +105,23 @@ def drain(message_id: int, *, worker: str | None = None) -> list[str]:
         batch = claim_batch(account_id, limit=settings.MAILROOM_CLAIM_BATCH, worker=worker)
         if not batch:
             return outcomes
-        outcomes += _send_batch(batch)
+        outcomes += _send_batch(account_id, batch)
         if outcomes[-1] in _STOP_BATCH:
             return outcomes
 
 
-def _send_batch(batch: list[Claimed]) -> list[str]:
-    """Send a claimed batch one message after another, each message's record written while
-    the next one's envelope is on the wire; stop at an outcome that holds the account's
-    other mail (the rest is given back). Returns the outcomes, all written."""
+def _send_batch(account_id: int, batch: list[Claimed]) -> list[str]:
+    """Send a claimed batch of the account's mail one message after another, each message's
+    record written while the next one's envelope is on the wire; stop at an outcome that
+    holds the account's other mail (the rest is given back). Returns the outcomes, all
+    written."""
     done: list[Recording] = []
-    ahead = _ReadAhead()
+    ahead = _ReadAhead(account_id)
     try:
         for n, claimed in enumerate(batch):
-            ahead.following = batch[n + 1].message.account_id if n + 1 < len(batch) else None
-            done.append(_attempt(*claimed, previous=done[-1] if done else None, ahead=ahead))
+            done.append(_attempt(*claimed, previous=done[-1] if done else None,
+                                 read_ahead=ahead.take(),
+                                 read_next=ahead.read if n + 1 < len(batch) else None))
             if done[-1].decided in _STOP_BATCH:
                 done[-1].write()
                 give_back([c.attempt for c in batch[n + 1:]])
@@ -139,26 +141,20 @@ class _ReadAhead:
     data (``cache.read_settings``): an edit made before the read is what the next message
     uses; one made after it, the message after that."""
 
-    def __init__(self) -> None:
-        self.following: int | None = None  # the next message's account
-        self._read: tuple[int, float, dict] | None = None
+    def __init__(self, account_pk: int) -> None:
+        self.account_pk = account_pk
+        self._read: tuple[float, dict] | None = None
 
-    def next_reader(self):
-        account_pk = self.following
-        if account_pk is None:
-            return None
+    def read(self) -> None:
+        self._read = (time.monotonic(), read_settings(self.account_pk))
 
-        def read() -> None:
-            self._read = (account_pk, time.monotonic(), read_settings(account_pk))
-        return read
-
-    def take(self, account_pk: int) -> dict | None:
-        """What was read for ``account_pk``, if it was a moment ago (a slow end of data makes
-        it too old to stand for "now": then the attempt reads them itself)."""
+    def take(self) -> dict | None:
+        """What was read, if it was a moment ago (a slow end of data makes it too old to
+        stand for "now": then the attempt reads the settings itself)."""
         read, self._read = self._read, None
-        if read is None or read[0] != account_pk or time.monotonic() - read[1] > _FRESH:
+        if read is None or time.monotonic() - read[0] > _FRESH:
             return None
-        return read[2]
+        return read[1]
 
 
 def _gather(account_id: int) -> None:
