@@ -12,6 +12,7 @@ import time
 import urllib.parse
 
 import pytest
+from django.db import connection
 
 from mailer import crypto, delivery, oauth, services
 from mailer.models import DeliveryAttempt, OAuthToken
@@ -153,9 +154,18 @@ def test_a_refresh_racing_the_accounts_deletion_resurrects_nothing(
     OAuthToken.objects.filter(account=account).update(access_expires_at=None)
     results: dict[str, object] = {}
 
+    waiting = threading.Event()
+
     def renew(name):
+        def note_the_lease_try(execute, sql, params, many, context):
+            done = execute(sql, params, many, context)
+            if name == "waiter" and sql.startswith("UPDATE") and "refreshing_until" in sql:
+                waiting.set()  # it tried for the lease: it is in its waiting loop
+            return done
+
         try:
-            results[name] = oauth.access_token(account)
+            with connection.execute_wrapper(note_the_lease_try):
+                results[name] = oauth.access_token(account)
         except Exception as exc:  # noqa: BLE001 - the test reports whatever it was
             results[name] = exc
 
@@ -167,6 +177,9 @@ def test_a_refresh_racing_the_accounts_deletion_resurrects_nothing(
                    what="the refresh lease taken")
         waiter = threading.Thread(target=renew, args=("waiter",))
         waiter.start()
+        # Deleted once the waiter waits for the holder (not before it has even looked: it
+        # would then find no token at all, a different case).
+        assert waiting.wait(10)
         services.delete_account(owner, account)  # the user deletes it meanwhile
         holder.join(15)
         waiter.join(15)
