@@ -41,6 +41,7 @@ import base64
 import hmac
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -581,6 +582,12 @@ class ScriptedConnection:
         self.buffer += chunk
         return chunk
 
+    def readable(self) -> bool:
+        """Bytes from the client are waiting to be received (now, without blocking)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        return bool(select.select([self.sock], [], [], 0)[0])
+
     def readline(self) -> bytes:
         """The next line (with its LF), or b"" at EOF."""
         while b"\n" not in self.buffer:
@@ -766,6 +773,11 @@ class MiniSMTP:
                 out.clear()
 
         def next_line() -> bytes:
+            # What the client has sent already is read before deciding it must wait: a
+            # command written right behind the data is not a round trip of its own.
+            while b"\n" not in conn.buffer and conn.readable():
+                if not conn.recv_some():
+                    break
             if b"\n" not in conn.buffer:
                 flush()
             return conn.readline()

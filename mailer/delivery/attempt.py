@@ -87,15 +87,20 @@ def deleted_account(pending: list[Recipient]) -> Result:
 
 def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
          pending: list[Recipient], *, meanwhile: Callable[[], object] | None = None,
-         read_ahead: dict | None = None, ahead: Callable[[], object] | None = None) -> Result:
+         read_ahead: dict | None = None, ahead: Callable[[], object] | None = None,
+         then: Upcoming | None = None) -> Result:
     """Send the frozen message to the pending recipients over a cached or new connection.
     In a batch (:func:`_exchange`): ``meanwhile`` (the record of the message before) runs
     while the envelope is on the wire, before the end-of-data mark; ``ahead`` (reading the
     account's settings for the message after) runs once the mark is made, while the server
-    takes the end of the data; ``read_ahead`` is what the previous one's ``ahead`` read."""
+    takes the end of the data; ``read_ahead`` is what the previous one's ``ahead`` read.
+    ``then`` (the batch's next message) has its envelope go out right behind this one's end
+    of data, where the server pipelines (``SMTPClient.next_envelope_hook``): its attempt
+    then finds the replies waiting on the connection it reuses."""
     from mailer.smtp import errors as smtp_errors
 
     marker = _Marker(message.pk, attempt.attempt_id)
+    args, kwargs = _envelope_of(message, pending)
     client = None
     try:
         for fresh in (False, True):
@@ -104,9 +109,9 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
             _clear_transcript(client)
             try:
                 with message.eml.open("rb") as fh:
-                    sent = _exchange(client, marker, meanwhile, ahead, functools.partial(
-                        client.send, message.envelope_from, [r.address for r in pending], fh,
-                        size_hint=message.size, **_dsn(message)))
+                    client.next_envelope_hook = _next_envelope(client, then)
+                    sent = _exchange(client, marker, meanwhile, ahead,
+                                     functools.partial(client.send, *args, fh, **kwargs))
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
                 # A cached connection the server had closed (it was not checked with NOOP):
@@ -119,6 +124,8 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                 client = None
             finally:
                 meanwhile = ahead = None  # they ran (or, for ``ahead``, had their chance)
+                if client is not None:
+                    client.next_envelope_hook = None
     except _Abandoned as exc:
         # ``meanwhile`` failed (the database is out of reach): the exchange stopped before
         # the end of the data, so nothing was sent; the error is the caller's.
@@ -222,6 +229,40 @@ def _answer_the_mark(answer: queue.SimpleQueue, marker: _Marker, failed: _Abando
             ahead()
         except Exception as exc:
             log.warning("preparing the next message failed (%s); done later", exc)
+
+
+@dataclass
+class Upcoming:
+    """The batch's next message and the recipients it is to go to."""
+
+    message: OutboxMessage
+    pending: list[Recipient]
+
+
+def _envelope_of(message: OutboxMessage, pending: list[Recipient]) -> tuple[tuple, dict]:
+    """The arguments of ``SMTPClient.send`` (and ``.envelope``) for this message, but the
+    message's data: one place, so an envelope made ahead is the one its send would make."""
+    return ((message.envelope_from, [r.address for r in pending]),
+            {"size_hint": message.size, **_dsn(message)})
+
+
+def _next_envelope(client, then: Upcoming | None) -> Callable[[], object] | None:
+    """The client's ``next_envelope_hook`` for the batch's next message: its envelope, made
+    on this connection (the message file is scanned, on the exchange's thread: no database);
+    None where it cannot be made now (its own send then says why)."""
+    if then is None or not then.pending:
+        return None
+    args, kwargs = _envelope_of(then.message, then.pending)
+
+    def envelope():
+        try:
+            with then.message.eml.open("rb") as fh:
+                return client.envelope(*args, fh, **kwargs)
+        except Exception as exc:
+            log.info("delivery entry=%s envelope not sent ahead (%s)", then.message.pk, exc)
+            return None
+
+    return envelope
 
 
 def _dsn(message: OutboxMessage) -> dict:

@@ -125,6 +125,15 @@ class ConnectionCache:
         self._conns[account.pk] = _Cached(client, fingerprint, time.monotonic())
         self.close_idle()
 
+    def drop_unsent(self, account_pk: int) -> None:
+        """Close the account's connection if an envelope went out on it ahead, for a message
+        that is not sent now (its batch stopped): its DATA may be waiting for data, and
+        closing ends that transaction unfinished, so nothing is delivered."""
+        cached = self._conns.get(account_pk)
+        if cached is not None and cached.client.pending_envelope is not None:
+            del self._conns[account_pk]
+            cached.client.close()
+
     def close_idle(self) -> None:
         limit = _idle_limit()
         now = time.monotonic()

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from mailer import quotas, wakeups
 from mailer.delivery import attempt as attempts
-from mailer.delivery.cache import read_settings
+from mailer.delivery.cache import connections, read_settings
 from mailer.delivery.claiming import Claimed, claim, claim_batch, give_back
 from mailer.delivery.recording import Recording, decide, release_for_quota
 from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
@@ -44,7 +44,8 @@ def deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt,
 
 def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[Recipient],
              previous: Recording | None = None, read_ahead: dict | None = None,
-             read_next: Callable[[], object] | None = None) -> Recording:
+             read_next: Callable[[], object] | None = None,
+             then: attempts.Upcoming | None = None) -> Recording:
     """Attempt a claimed message; return its outcome decided, not yet written. The attempt
     goes to the recipients still waiting (never those that accepted or failed).
 
@@ -53,10 +54,12 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
     if nothing is sent. A durable commit costs a flush of the WAL; made while the server
     answers it costs no time of its own. Likewise ``read_next`` reads the connection
     settings for the batch's next message while the server takes this one's end of data,
-    and ``read_ahead`` is what the previous attempt read for this one (``_ReadAhead``)."""
+    and ``read_ahead`` is what the previous attempt read for this one (``_ReadAhead``).
+    ``then``, the batch's next message, has its envelope sent right behind this one's data
+    (``attempts.send``)."""
     started = time.monotonic()
     account = message.account
-    pending = [r for r in recipients if r.status in Recipient.RETRY_STATUSES]
+    pending = _waiting(recipients)
     meanwhile = previous.write if previous is not None else None
     try:
         if account is None:
@@ -72,11 +75,24 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
                     return "quota"
                 return Recording(message, account, "quota", give_back_for_quota, started)
             result = attempts.send(message, attempt, account, pending, meanwhile=meanwhile,
-                                   read_ahead=read_ahead, ahead=read_next)
+                                   read_ahead=read_ahead, ahead=read_next, then=then)
     finally:
         if meanwhile is not None:
             meanwhile()  # written once: a second call returns what the first wrote
     return decide(message, attempt, account, result, recipients, started=started)
+
+
+def _waiting(recipients: list[Recipient]) -> list[Recipient]:
+    """The recipients an attempt goes to: those still waiting."""
+    return [r for r in recipients if r.status in Recipient.RETRY_STATUSES]
+
+
+def _upcoming(batch: list[Claimed], n: int) -> attempts.Upcoming | None:
+    """The batch's message after the ``n``-th, for its envelope to go out ahead."""
+    if n + 1 >= len(batch):
+        return None
+    message, _, recipients = batch[n + 1]
+    return attempts.Upcoming(message, _waiting(recipients))
 
 
 def drain(message_id: int, *, worker: str | None = None) -> list[str]:
@@ -121,12 +137,15 @@ def _send_batch(account_id: int, batch: list[Claimed]) -> list[str]:
         for n, claimed in enumerate(batch):
             done.append(_attempt(*claimed, previous=done[-1] if done else None,
                                  read_ahead=ahead.take(),
-                                 read_next=ahead.read if n + 1 < len(batch) else None))
+                                 read_next=ahead.read if n + 1 < len(batch) else None,
+                                 then=_upcoming(batch, n)))
             if done[-1].decided in _STOP_BATCH:
                 done[-1].write()
                 give_back([c.attempt for c in batch[n + 1:]])
                 break
     finally:
+        # Stopped early: an envelope sent ahead for the message not sent now is dropped.
+        connections.drop_unsent(account_id)
         if done:
             done[-1].write()
     return [r.write() for r in done]

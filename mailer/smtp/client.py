@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import enum
 import functools
 import re
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import auth
 from .capabilities import Capabilities
@@ -50,7 +51,7 @@ from .errors import (
 )
 from .replies import RecipientResult, Reply, SendResult, SMTPStatus, read_reply
 
-__all__ = ["SMTPClient", "Security"]
+__all__ = ["Envelope", "SMTPClient", "Security"]
 
 _RECV_SIZE = 64 * 1024
 # RFC 4954 does not bound the number of 334 challenges; a hostile server could loop forever.
@@ -253,6 +254,27 @@ class _IOGuard:
             ) from exc
 
 
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """One message's envelope as the commands that carry it (``SMTPClient.envelope``):
+    MAIL with its parameters and a RCPT per recipient, checked and ready to go out."""
+
+    sender: str
+    rcpts: tuple[str, ...]
+    commands: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class _Ahead:
+    """An envelope that went out right behind the end of the previous message's data
+    (``SMTPClient.next_envelope_hook``), its replies not read yet. ``usable`` is False when
+    it could not be written whole: the connection is then out of step and is never used."""
+
+    envelope: Envelope
+    commands: list[str]  # as written: the envelope's, and DATA
+    usable: bool = True
+
+
 class SMTPClient:
     """A synchronous ESMTP client that can be kept open across many messages.
 
@@ -310,26 +332,31 @@ class SMTPClient:
         #: plain-words reason that address may not be connected to (None: it may).
         self.destination_check = destination_check
         self.transcript: list[str] = []
-        self._transcript_size = 0
-        self._transcript_full = False
+        self._transcript_size, self._transcript_full = 0, False
         self.capabilities: Capabilities | None = None
         self.end_of_data_hook: Callable[[], None] | None = None
+        #: The next message's :class:`Envelope`, sent behind this one's data (``_upcoming``).
+        self.next_envelope_hook: Callable[[], Envelope | None] | None = None
+        self._ahead: _Ahead | None = None
         #: The greeting reply and the AUTH mechanism used, once connected.
         self.greeting: Reply | None = None
         self.auth_mechanism_used: str | None = None
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None
         self._current_timeout: float | None = None
-        self._kernel_timeouts = False
         self._last_reply = 0.0
-        self._tls = False
-        self._connected = False
+        self._kernel_timeouts = self._tls = self._connected = False
 
     # ----------------------------------------------------------------- public API
 
     @property
     def is_connected(self) -> bool:
         return self._connected and self._sock is not None
+
+    @property
+    def pending_envelope(self) -> Envelope | None:
+        """The envelope sent ahead with the last message's end of data, not yet used."""
+        return self._ahead.envelope if self._ahead is not None else None
 
     @property
     def is_encrypted(self) -> bool:
@@ -376,14 +403,7 @@ class SMTPClient:
         envelope_from: str,
         recipients: Iterable[str] | str,
         message: bytes | BinaryIO,
-        *,
-        dsn_notify: Iterable[str] | None = None,
-        dsn_ret: str | None = None,
-        envid: str | None = None,
-        dsn_orcpt: bool = False,
-        smtputf8: bool | None = None,
-        body_8bit: bool | None = None,
-        size_hint: int | None = None,
+        **options: Any,
     ) -> SendResult:
         """Send one message. ``message`` is bytes or a binary file object, streamed in blocks.
 
@@ -391,7 +411,8 @@ class SMTPClient:
         any partial refusals in the result. After a failed transaction the connection is
         RSET and stays usable (unless the failure closed it). ``dsn_notify``, ``dsn_ret``,
         ``envid`` and ``dsn_orcpt`` (each recipient's ORCPT) ask for delivery reports
-        (RFC 3461), and are sent only where the server offers DSN.
+        (RFC 3461), and are sent only where the server offers DSN. ``options`` are the
+        keyword arguments of :meth:`envelope`.
 
         :raises SMTPCommandArgumentError: an argument has a control character (nothing sent).
         :raises SMTPNotSupported: SMTPUTF8 or 8BITMIME is needed but not offered.
@@ -403,6 +424,29 @@ class SMTPClient:
             of the data was sent; the connection is closed.
         :raises SMTPOutcomeUnknown: lost after the end of the data, before the final reply.
         """
+        env = self.envelope(envelope_from, recipients, message, **options)
+        caps = self._require_connection("mail")
+        if self._ahead is None:
+            self._check_alive("mail")
+        return self._transaction(caps, env, message)
+
+    def envelope(
+        self,
+        envelope_from: str,
+        recipients: Iterable[str] | str,
+        message: bytes | BinaryIO,
+        *,
+        dsn_notify: Iterable[str] | None = None,
+        dsn_ret: str | None = None,
+        envid: str | None = None,
+        dsn_orcpt: bool = False,
+        smtputf8: bool | None = None,
+        body_8bit: bool | None = None,
+        size_hint: int | None = None,
+    ) -> Envelope:
+        """The envelope :meth:`send` would send for these arguments on this connection,
+        checked against what the server offers; nothing is sent. Raises what :meth:`send`
+        raises before anything is sent. A file is scanned and rewound."""
         rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
         notify = _check_send_args(envelope_from, rcpts, dsn_notify, dsn_ret, envid)
         caps = self._require_connection("mail")
@@ -424,9 +468,7 @@ class SMTPClient:
         notify_param = f" NOTIFY={','.join(notify)}" if notify and caps.dsn else ""
         rcpt_cmds = [f"RCPT TO:<{r}>{notify_param}{_orcpt(r) if dsn_orcpt and caps.dsn else ''}"
                      for r in rcpts]
-
-        self._check_alive("mail")
-        return self._transaction(caps, envelope_from, rcpts, mail, rcpt_cmds, message)
+        return Envelope(envelope_from, tuple(rcpts), (mail, *rcpt_cmds))
 
     def _body_type(
         self,
@@ -478,6 +520,9 @@ class SMTPClient:
         """Return True if the connection answers NOOP; False (and closed) if it is dead."""
         if not self.is_connected:
             return False
+        if self._ahead is not None:
+            self.close()  # a DATA sent ahead waits for data: a NOOP now would be data
+            return False
         try:
             reply = self._command("NOOP", "mail")
         except SMTPError:
@@ -495,6 +540,11 @@ class SMTPClient:
         :raises SMTPProtocolError: RSET was not answered with 250 (then closed).
         """
         self._require_connection("mail")
+        if self._ahead is not None:
+            self.close()
+            raise SMTPServerDisconnected(
+                "The connection was closed: it was prepared for another message.", phase="mail"
+            )
         reply = self._command("RSET", "mail")
         if reply.code != SMTPStatus.COMPLETED:
             self.close()
@@ -506,7 +556,9 @@ class SMTPClient:
 
     def quit(self) -> None:
         """Say QUIT and close; never raises, even if the server has already gone."""
-        if self._sock is not None:
+        if self._sock is not None and self._ahead is None:
+            # (With an envelope sent ahead, a DATA may be waiting for data: QUIT would be
+            # data; closing ends that transaction unfinished, so nothing is delivered.)
             try:
                 self._write_lines(["QUIT"], "mail")
                 self._read("mail", timeout=min(self.command_timeout, 5.0))
@@ -517,6 +569,7 @@ class SMTPClient:
     def close(self) -> None:
         """Close the socket without QUIT (idempotent)."""
         sock, self._sock, self._reader = self._sock, None, None
+        self._ahead = None
         self._connected = False
         self._tls = False
         self._kernel_timeouts = False
@@ -876,15 +929,8 @@ class SMTPClient:
         message.seek(start)
         return size, has_8bit, header_8bit
 
-    def _transaction(
-        self,
-        caps: Capabilities,
-        sender: str,
-        rcpts: list[str],
-        mail: str,
-        rcpt_cmds: list[str],
-        message: bytes | BinaryIO,
-    ) -> SendResult:
+    def _transaction(self, caps: Capabilities, env: Envelope, message: bytes | BinaryIO,
+                     ) -> SendResult:
         blocks = iter_blocks(message)
         chunking = caps.chunking
         encoder = DataEncoder(dot_stuff=not chunking)
@@ -896,8 +942,8 @@ class SMTPClient:
         single_chunk = False
         if chunking and pipelining:
             first, single_chunk = self._first_chunk(blocks, encoder)
-        commands = [mail, *rcpt_cmds]
-        phases = ["mail"] + ["rcpt"] * len(rcpt_cmds)
+        commands = list(env.commands)
+        phases = ["mail"] + ["rcpt"] * (len(commands) - 1)
         final_write: bytes | None = None
         if single_chunk:
             final_write = b"BDAT %d LAST\r\n" % len(first) + first
@@ -906,11 +952,13 @@ class SMTPClient:
             phases.append("data")
         deadline = time.monotonic() + self.data_timeout
 
-        if pipelining:
+        if self._take_ahead(env, commands):
+            replies = [self._closing_check(self._read(phase), phase) for phase in phases]
+        elif pipelining:
             replies = self._pipelined(commands, phases, final_write, len(first))
         else:
             replies = self._one_by_one(commands, phases)
-        result, last = self._envelope_result(sender, rcpts, replies)
+        result, last = self._envelope_result(env.sender, list(env.rcpts), replies)
         if final_write is not None:
             # The whole message (and its end) went out with the envelope.
             assert last is not None
@@ -928,6 +976,25 @@ class SMTPClient:
             self._reset_after_failure()
             raise self._data_error(data_reply, result, "after-data")
         return result
+
+    def _take_ahead(self, env: Envelope, commands: list[str]) -> bool:
+        """True if these commands already went out behind the previous message's data (their
+        replies are to be read). Another envelope waiting there closes the connection: what
+        it started must never be ended by this message's data."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return False
+        if not ahead.usable or ahead.envelope != env or ahead.commands != commands:
+            self.close()
+            raise SMTPServerDisconnected(
+                "The connection was closed because it was prepared for another message. "
+                "Nothing of this message was sent; reconnect and try again.",
+                phase="mail",
+            )
+        self._note("[the envelope below went out right behind the previous message's data]")
+        for line in commands:
+            self._log(line)
+        return True
 
     def _envelope_result(
         self, sender: str, rcpts: list[str], replies: list[Reply]
@@ -1037,9 +1104,40 @@ class SMTPClient:
         pending.append(b".\r\n")
         self._log(f"<{encoder.size} bytes of message data>")
         self._log(".")
+        upcoming = self._upcoming()
         self._end_of_data()
         self._write_data(b"".join(pending), deadline)
+        if upcoming is not None:
+            self._send_ahead(upcoming)
         return self._read_final()
+
+    def _upcoming(self) -> Envelope | None:
+        """``next_envelope_hook``, called right before the end of a message's data: the
+        :class:`Envelope` it returns (made by :meth:`envelope`) goes out right behind the end
+        of the data, in the same round trip (RFC 2920 section 3.1: the message's content may
+        begin a command group and DATA end it). The next :meth:`send` of that same envelope
+        reads its replies instead of writing it; anything else closes the connection first
+        (a DATA answered 354 waits for data that must never be ended by accident). Only
+        where the server pipelines, on the DATA path: with CHUNKING a message that fits one
+        chunk takes one round trip already."""
+        caps = self.capabilities
+        if self.next_envelope_hook is None or caps is None or not caps.pipelining:
+            return None
+        return self.next_envelope_hook()
+
+    def _send_ahead(self, env: Envelope) -> None:
+        """Write the next message's MAIL, RCPTs and DATA right behind the end of this one's
+        data (already written). Not through ``_io``: a failure here is after the end of the
+        data, so it must not make this message look failed; the final reply read next tells
+        what became of the connection, and an envelope not written whole is never used."""
+        commands = [*env.commands, "DATA"]
+        self._ahead = _Ahead(env, commands, usable=False)
+        assert self._sock is not None
+        try:
+            self._sock.sendall("".join(f"{line}\r\n" for line in commands).encode("utf-8"))
+        except OSError:
+            return
+        self._ahead.usable = True
 
     def _stream_bdat(
         self,
@@ -1158,6 +1256,9 @@ class SMTPClient:
         """RFC 5321 section 4.1.1.5: RSET after a failed transaction keeps the connection
         usable; if even that fails the connection is closed."""
         if not self.is_connected:
+            return
+        if self._ahead is not None:
+            self.close()  # RSET behind a DATA sent ahead would be data
             return
         try:
             reply = self._command("RSET", "mail")
