@@ -104,9 +104,15 @@ biff = no
 append_dot_mydomain = no
 """
 
-# No pickup/postdrop (nothing is submitted with sendmail), no TLS, no chroot.
+# No pickup/postdrop (nothing is submitted with sendmail), no TLS, no chroot. A second
+# smtpd (``data_port``) offers no CHUNKING (every message goes with DATA) and disconnects a
+# client that breaks RFC 2920's pipelining rules (smtpd_forbid_unauth_pipelining, the
+# default from Postfix 3.9 on).
 _MASTER_CF = """\
 {host}:{port} inet n - n - - smtpd
+{host}:{data_port} inet n - n - - smtpd
+  -o smtpd_discard_ehlo_keywords=chunking
+  -o smtpd_forbid_unauth_pipelining=yes
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 rewrite   unix  - - n - - trivial-rewrite
@@ -135,6 +141,7 @@ class Postfix:
     port: int
     next_hop: RunningServer
     dovecot: Dovecot
+    data_port: int = 0  # no CHUNKING, strict about pipelining
     host: str = HOST
     hostname: str = HOSTNAME
 
@@ -187,12 +194,17 @@ def start_postfix(directory: Path, dovecot: Dovecot, next_hop: RunningServer) ->
         (directory / sub).mkdir()
         (directory / sub).chmod(mode)  # whatever the umask: Postfix checks its directories
     shutil.chown(directory / "data", "postfix", "postfix")
-    server = Postfix(directory, free_port(), next_hop, dovecot)
+    port = free_port()
+    data_port = free_port()
+    while data_port == port:
+        data_port = free_port()
+    server = Postfix(directory, port, next_hop, dovecot, data_port=data_port)
     (etc / "main.cf").write_text(_MAIN_CF.format(
         d=directory, host=HOST, hostname=HOSTNAME, local_domain=LOCAL_DOMAIN,
         relay_domain=RELAY_DOMAIN, lmtp_port=dovecot.lmtp_port, next_hop_port=next_hop.port,
     ))
-    (etc / "master.cf").write_text(_MASTER_CF.format(host=HOST, port=server.port))
+    (etc / "master.cf").write_text(_MASTER_CF.format(host=HOST, port=server.port,
+                                                     data_port=server.data_port))
     for name in ("main.cf", "master.cf"):
         (etc / name).chmod(0o644)
     # "postfix start" creates the queue's subdirectories with their owners (post-install

@@ -25,7 +25,11 @@ commit. The message then becomes ``unknown`` (not resent) unless
 claimed up to ``MAILROOM_CLAIM_BATCH`` at a time and sent one after another over the cached
 connection, each with its own end-of-data mark (which renews that message's lease) and its
 own record right after the server's reply (written while the next message's envelope is
-answered). A worker killed mid-batch leaves the rest of the
+answered). Where the server pipelines (without CHUNKING), the next message's MAIL, RCPTs
+and DATA go out right behind this one's end of data (RFC 2920), so a message after the
+first costs one round trip; its own data still waits for its own mark, and an envelope sent
+ahead for a message that is then not sent (quota, pause, a stopped batch) has its
+connection closed, its DATA never ended. A worker killed mid-batch leaves the rest of the
 batch in ``sending`` with no end-of-data mark: the sweeper gives each back to the queue when
 its lease expires, and only a message whose *own* mark was committed becomes ``unknown``.
 

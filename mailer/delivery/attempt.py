@@ -8,7 +8,10 @@ that has lost its lease stops there, so the message is not sent twice.
 
 The exchange itself runs on a helper thread (:func:`_exchange`) so that the worker's thread
 can write the batch's previous record meanwhile; the mark and every database write are made
-on the worker's thread, in the order one thread would make them.
+on the worker's thread, in the order one thread would make them. In a batch, the next
+message's envelope goes out right behind this one's end of data (``Upcoming``,
+``SMTPClient.next_envelope_hook``): the next attempt, reusing the connection, finds its
+replies there.
 
 What the attempt learned comes back as a :class:`Result` — each recipient's
 ``policy.RecipientReply``, or the error and the message-level decision — for
