@@ -12,7 +12,9 @@ The protocol (ARCHITECTURE invariants 1 and 3):
 3. **Record** right after the server's final reply, and only if the message still carries
    our ``attempt_id``. What the reply means is ``mailer.policy``'s (``after_reply``). In a
    batch, the record's commit is made while the next message's envelope is on the wire
-   (and always before that message's mark): it costs no round trip of its own.
+   (and always before that message's mark), or, when that message asks for its mark at
+   once (its envelope went ahead), in the same durable commit as the mark
+   (``rows.write_groups``): one WAL flush for both.
 4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that
    expired after ``end_of_data_at`` becomes ``unknown`` (the server may have the message);
    one that expired before it is retried safely.

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -66,17 +66,28 @@ def mark_end_of_data(message_id: int, attempt_id: uuid.UUID) -> None:
     (or a crashed database) means "outcome unknown". The commit is durable and returns
     before the final chunk is written, so the mark is on disk whenever the server may have
     the message. Also renews the lease, and stops if we no longer hold it."""
+    if not rows.write(*_mark(message_id, attempt_id), durable=True):
+        raise LeaseLost(f"message {message_id}: lease lost before the end of data")
+
+
+def _mark(message_id: int, attempt_id: uuid.UUID) -> list[rows.Update]:
+    """The mark's rows: the lease renewed if we hold it, then ``end_of_data_at``."""
     now = timezone.now()
-    held = rows.write(
+    return [
         rows.Update(
             OutboxMessage, {"pk": message_id, "attempt_id": attempt_id, "status": Status.SENDING},
             {"lease_until": now + timedelta(seconds=settings.MAILROOM_LEASE_SECONDS)},
         ),
         rows.Update(DeliveryAttempt, {"attempt_id": attempt_id}, {"end_of_data_at": now}),
-        durable=True,
-    )
-    if not held:
-        raise LeaseLost(f"message {message_id}: lease lost before the end of data")
+    ]
+
+
+class Previous(Protocol):
+    """The batch's record before this message (``recording.Recording``), not yet written."""
+
+    def write(self) -> object: ...
+
+    def write_with(self, other: list[rows.Update]) -> bool | None: ...
 
 
 def deleted_account(pending: list[Recipient]) -> Result:
@@ -89,12 +100,12 @@ def deleted_account(pending: list[Recipient]) -> Result:
 
 
 def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
-         pending: list[Recipient], *, meanwhile: Callable[[], object] | None = None,
+         pending: list[Recipient], *, previous: Previous | None = None,
          read_ahead: dict | None = None, ahead: Callable[[], object] | None = None,
          then: Upcoming | None = None) -> Result:
     """Send the frozen message to the pending recipients over a cached or new connection.
-    In a batch (:func:`_exchange`): ``meanwhile`` (the record of the message before) runs
-    while the envelope is on the wire, before the end-of-data mark; ``ahead`` (reading the
+    In a batch (:func:`_exchange`): ``previous`` (the record of the message before) is
+    written while the envelope is on the wire, or with the end-of-data mark; ``ahead`` (reading the
     account's settings for the message after) runs once the mark is made, while the server
     takes the end of the data; ``read_ahead`` is what the previous one's ``ahead`` read.
     ``then`` (the batch's next message) has its envelope go out right behind this one's end
@@ -113,7 +124,7 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
             try:
                 with message.eml.open("rb") as fh:
                     client.next_envelope_hook = _next_envelope(client, then)
-                    sent = _exchange(client, marker, meanwhile, ahead,
+                    sent = _exchange(client, marker, previous, ahead,
                                      functools.partial(client.send, *args, fh, **kwargs))
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
@@ -126,11 +137,11 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                 client.close()
                 client = None
             finally:
-                meanwhile = ahead = None  # they ran (or, for ``ahead``, had their chance)
+                previous = ahead = None  # they ran (or, for ``ahead``, had their chance)
                 if client is not None:
                     client.next_envelope_hook = None
     except _Abandoned as exc:
-        # ``meanwhile`` failed (the database is out of reach): the exchange stopped before
+        # ``previous`` failed (the database is out of reach): the exchange stopped before
         # the end of the data, so nothing was sent; the error is the caller's.
         if client is not None:
             client.close()
@@ -153,19 +164,26 @@ class _Abandoned(Exception):
         self.error = error
 
 
-def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
+# How long the worker's thread waits for the exchange to reach its end of data before it
+# writes the previous record on its own (seconds): when the envelope went ahead the mark is
+# asked for at once, and the record and the mark share one commit.
+_GROUP_WAIT = 0.005
+
+
+def _exchange(client, marker: _Marker, previous: Previous | None,
               ahead: Callable[[], object] | None, send: Callable[[], T]) -> T:
-    """Run ``send`` (the SMTP exchange) on a helper thread while this thread runs
-    ``meanwhile``; the exchange's end-of-data hook (the mark, a database write) runs here,
-    on the thread that holds the database connection, and only after ``meanwhile``; then,
-    while the server takes the end of the data, ``ahead`` (whose failure is only logged:
-    what it prepares is then done the usual way).
+    """Run ``send`` (the SMTP exchange) on a helper thread while this thread writes
+    ``previous``; the exchange's end-of-data hook (the mark, a database write) runs here,
+    on the thread that holds the database connection, and only after ``previous`` (or with
+    it, in one commit, when the mark is asked for within ``_GROUP_WAIT``); then, while the
+    server takes the end of the data, ``ahead`` (whose failure is only logged: what it
+    prepares is then done the usual way).
 
     Nothing but the SMTP conversation leaves this thread, and the order of the durable
-    writes is the one a single thread makes: ``meanwhile``'s commit, then the mark, then the
-    final chunk. The helper thread only waits for the server meanwhile. Should this thread
-    leave before the exchange is over (an error, a signal), the exchange can no longer get
-    its mark, so it stops before the end of the data."""
+    writes is the one a single thread makes: ``previous``'s commit, then the mark (or both
+    in one), then the final chunk. The helper thread only waits for the server meanwhile.
+    Should this thread leave before the exchange is over (an error, a signal), the exchange
+    can no longer get its mark, so it stops before the end of the data."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     gone = threading.Event()
 
@@ -191,15 +209,10 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
     client.end_of_data_hook = at_end_of_data
     helper = threading.Thread(target=run, name="smtp-exchange", daemon=True)
     helper.start()
-    failed: _Abandoned | None = None
     try:
-        try:
-            if meanwhile is not None:
-                meanwhile()
-        except Exception as exc:
-            failed = _Abandoned(exc)
+        early, failed = _write_previous(events, previous)
         while True:
-            kind, *rest = events.get()
+            kind, *rest = early if early is not None else events.get()
             if kind == "done":
                 helper.join()
                 client.end_of_data_hook = None
@@ -209,20 +222,42 @@ def _exchange(client, marker: _Marker, meanwhile: Callable[[], object] | None,
                 if error is not None:
                     raise error
                 return sent
-            _answer_the_mark(rest[0], marker, failed, ahead)
+            _answer_the_mark(rest[0], marker, failed, ahead, previous if early else None)
+            early = None
     finally:
         gone.set()
 
 
+def _write_previous(events: queue.SimpleQueue, previous: Previous | None,
+                    ) -> tuple[tuple | None, _Abandoned | None]:
+    """Give the exchange ``_GROUP_WAIT`` to ask for its mark: if it does, that request is
+    returned, for the previous record to be written with the mark; otherwise the record is
+    written now (a failure: the exchange is abandoned before the end of its data)."""
+    if previous is None:
+        return None, None
+    try:
+        early = events.get(timeout=_GROUP_WAIT)
+    except queue.Empty:
+        early = None
+    if early is not None and early[0] == "mark":
+        return early, None
+    try:
+        previous.write()
+    except Exception as exc:
+        return early, _Abandoned(exc)
+    return early, None
+
+
 def _answer_the_mark(answer: queue.SimpleQueue, marker: _Marker, failed: _Abandoned | None,
-                     ahead: Callable[[], object] | None) -> None:
-    """The exchange asks for its mark: refuse it if ``meanwhile`` failed, else make it and
-    answer; then, while the end of the data goes out, run ``ahead``."""
+                     ahead: Callable[[], object] | None, previous: Previous | None) -> None:
+    """The exchange asks for its mark: refuse it if the previous record failed, else make it
+    (with ``previous``, when given, in the same commit) and answer; then, while the end of
+    the data goes out, run ``ahead``."""
     if failed is not None:
         answer.put(failed)  # stop before the end of the data
         return
     try:
-        marker()
+        marker(previous)
     except BaseException as exc:
         answer.put(exc)
         return
@@ -285,9 +320,26 @@ class _Marker:
         self.message_id, self.attempt_id = message_id, attempt_id
         self.marked = self.lease_lost = False
 
-    def __call__(self) -> None:
+    def __call__(self, previous: Previous | None = None) -> None:
+        """The mark; with ``previous``, the batch's record before, in the same commit where
+        it can be (else that record first, then the mark, as two commits)."""
         try:
-            mark_end_of_data(self.message_id, self.attempt_id)
+            held = None
+            if previous is not None:
+                try:
+                    held = previous.write_with(_mark(self.message_id, self.attempt_id))
+                except Exception as exc:  # nothing written: one after the other
+                    log.warning("delivery entry=%s record and mark not written together (%s)",
+                                self.message_id, exc)
+                if held is None:
+                    try:
+                        previous.write()
+                    except Exception as exc:
+                        raise _Abandoned(exc) from exc
+            if held is None:
+                mark_end_of_data(self.message_id, self.attempt_id)
+            elif not held:
+                raise LeaseLost(f"message {self.message_id}: lease lost before the end of data")
             self.marked = True
         except LeaseLost:
             self.lease_lost = True

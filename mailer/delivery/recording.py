@@ -50,18 +50,36 @@ class Recording:
     differs from :attr:`decided` only when the message was no longer ours)."""
 
     def __init__(self, message: OutboxMessage, account: SmtpAccount | None, decided: str,
-                 write: Callable[[], str], started: float) -> None:
+                 write: Callable[[], str], started: float,
+                 group: tuple[list[rows.Update], Callable[[bool], str]] | None = None) -> None:
         self.message, self.account, self.decided = message, account, decided
-        self._write, self._started = write, started
+        self._write, self._started, self._group = write, started, group
         self.outcome: str | None = None
 
     def write(self) -> str:
         if self.outcome is None:
-            self.outcome = self._write()
-            log.info("delivery entry=%s account=%s outcome=%s seconds=%.3f", self.message.pk,
-                     self.account.pk if self.account else None, self.outcome,
-                     time.monotonic() - self._started)
+            self._written(self._write())
+        assert self.outcome is not None
         return self.outcome
+
+    def write_with(self, other: list[rows.Update]) -> bool | None:
+        """Write this record and ``other`` (a conditional write: the next message's
+        end-of-data mark) in one durable commit (``rows.write_groups``); return whether
+        ``other`` matched. None, with nothing written, where this record is written already
+        or is not a plain write (a quota wait, a lost lease). An error leaves nothing
+        written: the statement is atomic."""
+        if self.outcome is not None or self._group is None:
+            return None
+        updates, finish = self._group
+        mine, theirs = rows.write_groups([updates, other], durable=True)
+        self._written(finish(mine))
+        return theirs
+
+    def _written(self, outcome: str) -> None:
+        self.outcome = outcome
+        log.info("delivery entry=%s account=%s outcome=%s seconds=%.3f", self.message.pk,
+                 self.account.pk if self.account else None, outcome,
+                 time.monotonic() - self._started)
 
 
 def record(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount | None,
@@ -102,15 +120,19 @@ def decide(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccoun
     updates = _updates(message, attempt, account, result, after, now,
                        {r.address: r.pk for r in recipients})
 
-    def write() -> str:
-        if not _reconnecting(message, lambda: rows.write(*updates)):
+    def finish(matched: bool) -> str:
+        """After the write: what it recorded."""
+        if not matched:
             return _reconnecting(message, lambda: _already(message, attempt, result, now))
         if after.send_rest_now:
             from mailer import tasks
 
             tasks.wake(message.pk)
         return str(after.outcome)
-    return Recording(message, account, str(after.outcome), write, started)
+
+    def write() -> str:
+        return finish(_reconnecting(message, lambda: rows.write(*updates)))
+    return Recording(message, account, str(after.outcome), write, started, (updates, finish))
 
 
 def _reconnecting(message: OutboxMessage, query: Callable[[], T]) -> T:

@@ -13,6 +13,7 @@ WHERE col = %s AND …``; values are converted by the fields themselves
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,25 +63,40 @@ def write(first: Update, *then: Update, durable: bool = False) -> bool:
     commits — no setting may turn an ``unknown`` into a blind resend. It is set in the same
     statement (``set_config(…, true)``, i.e. ``SET LOCAL``): no extra round trip. Every
     other commit here is durable by default (``synchronous_commit`` is never lowered)."""
-    sql, params = _sql(first)
+    return write_groups([(first, *then)], durable=durable)[0]
+
+
+def write_groups(groups: Sequence[Sequence[Update]], *, durable: bool = False) -> list[bool]:
+    """Several conditional writes, each as :func:`write`'s ``first, *then``, in one commit
+    (one statement on PostgreSQL): a message's record and the next message's end-of-data
+    mark cost one WAL flush, not two. Returns, per group, whether its ``first`` matched."""
     if connection.vendor != "postgresql":
+        matched = []
         with transaction.atomic(), connection.cursor() as cur:
-            cur.execute(sql, params)
-            if cur.rowcount == 0:
-                return False
-            for update in then:
-                cur.execute(*_sql(update))
-        return True
-    parts = [f"first AS ({sql} RETURNING 1)"]
-    for n, update in enumerate(then):
-        sql_n, params_n = _sql(update)
-        parts.append(f"u{n} AS ({sql_n} AND EXISTS (SELECT 1 FROM first))")
-        params += params_n
-    sources = "first"
+            for first, *then in groups:
+                cur.execute(*_sql(first))
+                matched.append(cur.rowcount > 0)
+                if matched[-1]:
+                    for update in then:
+                        cur.execute(*_sql(update))
+        return matched
+    parts: list[str] = []
+    params: list = []
+    counts = []
+    for g, (first, *then) in enumerate(groups):
+        sql, params_first = _sql(first)
+        parts.append(f"first{g} AS ({sql} RETURNING 1)")
+        params += params_first
+        for n, update in enumerate(then):
+            sql_n, params_n = _sql(update)
+            parts.append(f"u{g}_{n} AS ({sql_n} AND EXISTS (SELECT 1 FROM first{g}))")
+            params += params_n
+        counts.append(f"(SELECT count(*) FROM first{g})")
+    select = f"SELECT {', '.join(counts)}"
     if durable:
-        # A plain SELECT in a WITH runs only if referenced: hence the cross join.
+        # A plain SELECT in a WITH runs only if referenced: hence FROM flush.
         parts.append("flush AS (SELECT set_config('synchronous_commit', 'on', true))")
-        sources = "first, flush"
+        select += " FROM flush"
     with connection.cursor() as cur:  # one statement: atomic on its own
-        cur.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM {sources}", params)
-        return cur.fetchone()[0] > 0
+        cur.execute(f"WITH {', '.join(parts)} {select}", params)
+        return [n > 0 for n in cur.fetchone()]

@@ -50,17 +50,17 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
     goes to the recipients still waiting (never those that accepted or failed).
 
     ``previous`` (the batch's message before this one) is written during this attempt: while
-    its envelope is on the wire, before its end-of-data mark (``attempts.send``), or first
-    if nothing is sent. A durable commit costs a flush of the WAL; made while the server
-    answers it costs no time of its own. Likewise ``read_next`` reads the connection
-    settings for the batch's next message while the server takes this one's end of data,
-    and ``read_ahead`` is what the previous attempt read for this one (``_ReadAhead``).
+    its envelope is on the wire, before its end-of-data mark or with it, in one commit
+    (``attempts.send``), or first if nothing is sent. A durable commit costs a flush of the
+    WAL; made while the server answers, or shared with the mark, it costs no time of its
+    own. Likewise ``read_next`` reads the connection settings for the batch's next message
+    while the server takes this one's end of data, and ``read_ahead`` is what the previous
+    attempt read for this one (``_ReadAhead``).
     ``then``, the batch's next message, has its envelope sent right behind this one's data
     (``attempts.send``)."""
     started = time.monotonic()
     account = message.account
     pending = _waiting(recipients)
-    meanwhile = previous.write if previous is not None else None
     try:
         if account is None:
             result = attempts.deleted_account(pending)
@@ -74,11 +74,11 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
                     release_for_quota(message, attempt, not_before)
                     return "quota"
                 return Recording(message, account, "quota", give_back_for_quota, started)
-            result = attempts.send(message, attempt, account, pending, meanwhile=meanwhile,
+            result = attempts.send(message, attempt, account, pending, previous=previous,
                                    read_ahead=read_ahead, ahead=read_next, then=then)
     finally:
-        if meanwhile is not None:
-            meanwhile()  # written once: a second call returns what the first wrote
+        if previous is not None:
+            previous.write()  # written once: a second call returns what the first wrote
     return decide(message, attempt, account, result, recipients, started=started)
 
 
