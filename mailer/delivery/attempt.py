@@ -324,18 +324,7 @@ class _Marker:
         """The mark; with ``previous``, the batch's record before, in the same commit where
         it can be (else that record first, then the mark, as two commits)."""
         try:
-            held = None
-            if previous is not None:
-                try:
-                    held = previous.write_with(_mark(self.message_id, self.attempt_id))
-                except Exception as exc:  # nothing written: one after the other
-                    log.warning("delivery entry=%s record and mark not written together (%s)",
-                                self.message_id, exc)
-                if held is None:
-                    try:
-                        previous.write()
-                    except Exception as exc:
-                        raise _Abandoned(exc) from exc
+            held = self._with(previous) if previous is not None else None
             if held is None:
                 mark_end_of_data(self.message_id, self.attempt_id)
             elif not held:
@@ -344,6 +333,23 @@ class _Marker:
         except LeaseLost:
             self.lease_lost = True
             raise
+
+    def _with(self, previous: Previous) -> bool | None:
+        """The mark written with ``previous`` in one commit: whether we held the lease. None
+        where they could not go together: ``previous`` is then written alone (its failure
+        abandons the exchange), and the mark is still to be made."""
+        try:
+            held = previous.write_with(_mark(self.message_id, self.attempt_id))
+        except Exception as exc:  # nothing written: one after the other
+            log.warning("delivery entry=%s record and mark not written together (%s)",
+                        self.message_id, exc)
+            held = None
+        if held is None:
+            try:
+                previous.write()
+            except Exception as exc:
+                raise _Abandoned(exc) from exc
+        return held
 
 
 def _failed(exc: BaseException, client, marker: _Marker, message, account, pending) -> Result:

@@ -135,10 +135,10 @@ def _send_batch(account_id: int, batch: list[Claimed]) -> list[str]:
     ahead = _ReadAhead(account_id)
     try:
         for n, claimed in enumerate(batch):
+            then = _upcoming(batch, n)
             done.append(_attempt(*claimed, previous=done[-1] if done else None,
                                  read_ahead=ahead.take(),
-                                 read_next=ahead.read if n + 1 < len(batch) else None,
-                                 then=_upcoming(batch, n)))
+                                 read_next=ahead.read if then is not None else None, then=then))
             if done[-1].decided in _STOP_BATCH:
                 done[-1].write()
                 give_back([c.attempt for c in batch[n + 1:]])

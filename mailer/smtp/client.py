@@ -270,8 +270,7 @@ class _Ahead:
     (``SMTPClient.next_envelope_hook``), its replies not read yet. ``usable`` is False when
     it could not be written whole: the connection is then out of step and is never used."""
 
-    envelope: Envelope
-    commands: list[str]  # as written: the envelope's, and DATA
+    envelope: Envelope  # written with DATA after it
     usable: bool = True
 
 
@@ -984,7 +983,7 @@ class SMTPClient:
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return False
-        if not ahead.usable or ahead.envelope != env or ahead.commands != commands:
+        if not ahead.usable or ahead.envelope != env or commands[-1] != "DATA":
             self.close()
             raise SMTPServerDisconnected(
                 "The connection was closed because it was prepared for another message. "
@@ -1131,7 +1130,7 @@ class SMTPClient:
         data, so it must not make this message look failed; the final reply read next tells
         what became of the connection, and an envelope not written whole is never used."""
         commands = [*env.commands, "DATA"]
-        self._ahead = _Ahead(env, commands, usable=False)
+        self._ahead = _Ahead(env, usable=False)
         assert self._sock is not None
         try:
             self._sock.sendall("".join(f"{line}\r\n" for line in commands).encode("utf-8"))
