@@ -11,29 +11,29 @@ The protocol (ARCHITECTURE invariants 1 and 3):
    checked: a worker that has lost its lease stops there, so the message is not sent twice).
 3. **Record** right after the server's final reply, and only if the message still carries
    our ``attempt_id``. What the reply means is ``mailer.policy``'s (``after_reply``). In a
-   batch, the record's commit is made while the next message's envelope is on the wire
-   (and always before that message's mark), or, when that message asks for its mark at
-   once (its envelope went ahead), in the same durable commit as the mark
-   (``rows.write_groups``): one WAL flush for both.
+   batch, the record is written in the same durable commit as the next message's mark
+   (``rows.write_groups``): one WAL flush for both. Before a large next message
+   (``attempt._GROUP_MAX_BYTES``) it is written on its own first, so that no upload keeps
+   it waiting; and if the next message never reaches its end of data, right after.
 4. **Sweep** (Celery beat): enqueue every due row, reclaim expired leases. A lease that
    expired after ``end_of_data_at`` becomes ``unknown`` (the server may have the message);
    one that expired before it is retried safely.
 
 The remaining duplicate window: a worker killed between the server's final 250 and its
-commit. The message then becomes ``unknown`` (not resent) unless
-``MAILROOM_RETRY_UNKNOWN`` is set.
+record's commit (in a batch, until the next message's mark). The message then becomes
+``unknown`` (not resent) unless ``MAILROOM_RETRY_UNKNOWN`` is set.
 
 **Batches** (``drain``): one wake-up lets a worker drain the due mail of one account,
 claimed up to ``MAILROOM_CLAIM_BATCH`` at a time and sent one after another over the cached
 connection, each with its own end-of-data mark (which renews that message's lease) and its
-own record right after the server's reply (written while the next message's envelope is
-answered). Where the server pipelines (without CHUNKING), the next message's MAIL, RCPTs
-and DATA go out right behind this one's end of data (RFC 2920), so a message after the
-first costs one round trip; its own data still waits for its own mark, and an envelope sent
-ahead for a message that is then not sent (quota, pause, a stopped batch) has its
-connection closed, its DATA never ended. A worker killed mid-batch leaves the rest of the
-batch in ``sending`` with no end-of-data mark: the sweeper gives each back to the queue when
-its lease expires, and only a message whose *own* mark was committed becomes ``unknown``.
+own record (written with the next message's mark). Where the server pipelines (without
+CHUNKING), the next message's MAIL, RCPTs and DATA go out right behind this one's end of
+data (RFC 2920), so a message after the first costs one round trip; its own data still
+waits for its own mark, and an envelope sent ahead for a message that is then not sent
+(quota, pause, a stopped batch) has its connection closed, its DATA never ended. A worker
+killed mid-batch leaves the rest of the batch in ``sending`` with no end-of-data mark: the
+sweeper gives each back to the queue when its lease expires, and only a message whose *own*
+mark was committed becomes ``unknown``.
 
 **Every commit here is durable.** The claim, the end-of-data mark and the record are ordinary
 commits: on PostgreSQL each returns only once its WAL is flushed (``synchronous_commit`` at

@@ -6,12 +6,13 @@ attempt in a durable commit and renews the lease. From then on a lost worker, a 
 connection or a crashed database means "outcome unknown", never a blind resend; a worker
 that has lost its lease stops there, so the message is not sent twice.
 
-The exchange itself runs on a helper thread (:func:`_exchange`) so that the worker's thread
-can write the batch's previous record meanwhile; the mark and every database write are made
-on the worker's thread, in the order one thread would make them. In a batch, the next
-message's envelope goes out right behind this one's end of data (``Upcoming``,
-``SMTPClient.next_envelope_hook``): the next attempt, reusing the connection, finds its
-replies there.
+In a batch, the previous message's record is written in the same durable commit as this
+message's mark (:func:`_exchange`): one WAL flush per message, not two. A message larger
+than ``_GROUP_MAX_BYTES`` has the previous record written before its exchange instead, so
+that a long upload never keeps an accepted message unrecorded. The next message's envelope
+goes out right behind this one's end of data (``Upcoming``, ``SMTPClient.next_envelope_hook``):
+the next attempt, reusing the connection, finds its replies there. All of it runs on the
+worker's thread, in the order written here.
 
 What the attempt learned comes back as a :class:`Result` — each recipient's
 ``policy.RecipientReply``, or the error and the message-level decision — for
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,30 +100,29 @@ def deleted_account(pending: list[Recipient]) -> Result:
 
 def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
          pending: list[Recipient], *, previous: Previous | None = None,
-         read_ahead: dict | None = None, ahead: Callable[[], object] | None = None,
          then: Upcoming | None = None) -> Result:
     """Send the frozen message to the pending recipients over a cached or new connection.
-    In a batch (:func:`_exchange`): ``previous`` (the record of the message before) is
-    written while the envelope is on the wire, or with the end-of-data mark; ``ahead`` (reading the
-    account's settings for the message after) runs once the mark is made, while the server
-    takes the end of the data; ``read_ahead`` is what the previous one's ``ahead`` read.
+    In a batch: ``previous`` (the record of the message before) is written with this one's
+    end-of-data mark, in one commit (:func:`_exchange`), or first if this message is large;
     ``then`` (the batch's next message) has its envelope go out right behind this one's end
     of data, where the server pipelines (``SMTPClient.next_envelope_hook``): its attempt
     then finds the replies waiting on the connection it reuses."""
     from mailer.smtp import errors as smtp_errors
 
+    if previous is not None and message.size > _GROUP_MAX_BYTES:
+        previous.write()  # nothing of this message has left yet: a failure sends nothing
+        previous = None
     marker = _Marker(message.pk, attempt.attempt_id)
     args, kwargs = _envelope_of(message, pending)
     client = None
     try:
         for fresh in (False, True):
-            client, reused = connections.acquire(account, read_ahead)
-            read_ahead = None  # a second connection reads them afresh
+            client, reused = connections.acquire(account)
             _clear_transcript(client)
             try:
                 with message.eml.open("rb") as fh:
                     client.next_envelope_hook = _next_envelope(client, then)
-                    sent = _exchange(client, marker, previous, ahead,
+                    sent = _exchange(client, marker, previous,
                                      functools.partial(client.send, *args, fh, **kwargs))
                 break
             except (smtp_errors.SMTPServerDisconnected, ConnectionError) as exc:
@@ -137,7 +135,7 @@ def send(message: OutboxMessage, attempt: DeliveryAttempt, account: SmtpAccount,
                 client.close()
                 client = None
             finally:
-                previous = ahead = None  # they ran (or, for ``ahead``, had their chance)
+                previous = None  # written with the mark, or by the caller (``_attempt``)
                 if client is not None:
                     client.next_envelope_hook = None
     except _Abandoned as exc:
@@ -164,109 +162,23 @@ class _Abandoned(Exception):
         self.error = error
 
 
-# How long the worker's thread waits for the exchange to reach its end of data before it
-# writes the previous record on its own (seconds): when the envelope went ahead the mark is
-# asked for at once, and the record and the mark share one commit.
-_GROUP_WAIT = 0.005
+# Above this size (bytes) a message's upload could take a while, and the previous message of
+# the batch, already accepted, is recorded before it starts rather than with its mark.
+_GROUP_MAX_BYTES = 64 * 1024
 
 
-def _exchange(client, marker: _Marker, previous: Previous | None,
-              ahead: Callable[[], object] | None, send: Callable[[], T]) -> T:
-    """Run ``send`` (the SMTP exchange) on a helper thread while this thread writes
-    ``previous``; the exchange's end-of-data hook (the mark, a database write) runs here,
-    on the thread that holds the database connection, and only after ``previous`` (or with
-    it, in one commit, when the mark is asked for within ``_GROUP_WAIT``); then, while the
-    server takes the end of the data, ``ahead`` (whose failure is only logged: what it
-    prepares is then done the usual way).
-
-    Nothing but the SMTP conversation leaves this thread, and the order of the durable
-    writes is the one a single thread makes: ``previous``'s commit, then the mark (or both
-    in one), then the final chunk. The helper thread only waits for the server meanwhile.
-    Should this thread leave before the exchange is over (an error, a signal), the exchange
-    can no longer get its mark, so it stops before the end of the data."""
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    gone = threading.Event()
-
-    def at_end_of_data() -> None:  # on the helper thread
-        answer: queue.SimpleQueue = queue.SimpleQueue()
-        events.put(("mark", answer))
-        while True:
-            try:
-                error = answer.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if gone.is_set():
-                    raise LeaseLost("the worker stopped before the end of the data") from None
-        if error is not None:
-            raise error
-
-    def run() -> None:
-        try:
-            events.put(("done", send(), None))
-        except BaseException as exc:  # handed to the caller's thread
-            events.put(("done", None, exc))
-
-    client.end_of_data_hook = at_end_of_data
-    helper = threading.Thread(target=run, name="smtp-exchange", daemon=True)
-    helper.start()
+def _exchange(client, marker: _Marker, previous: Previous | None, send: Callable[[], T]) -> T:
+    """Run ``send`` (the SMTP exchange) with the end-of-data mark as the client's hook, made
+    right before the final chunk, with ``previous`` in the same commit. Should ``previous``
+    fail to be written, the hook raises ``_Abandoned``: the exchange stops before the end of
+    the data, so nothing is sent. An exchange that never reaches its end of data (refused,
+    disconnected) leaves ``previous`` to its caller, who writes it before deciding anything
+    else."""
+    client.end_of_data_hook = functools.partial(marker, previous)
     try:
-        early, failed = _write_previous(events, previous)
-        while True:
-            kind, *rest = early if early is not None else events.get()
-            if kind == "done":
-                helper.join()
-                client.end_of_data_hook = None
-                sent, error = rest
-                if failed is not None:
-                    raise failed
-                if error is not None:
-                    raise error
-                return sent
-            _answer_the_mark(rest[0], marker, failed, ahead, previous if early else None)
-            early = None
+        return send()
     finally:
-        gone.set()
-
-
-def _write_previous(events: queue.SimpleQueue, previous: Previous | None,
-                    ) -> tuple[tuple | None, _Abandoned | None]:
-    """Give the exchange ``_GROUP_WAIT`` to ask for its mark: if it does, that request is
-    returned, for the previous record to be written with the mark; otherwise the record is
-    written now (a failure: the exchange is abandoned before the end of its data)."""
-    if previous is None:
-        return None, None
-    try:
-        early = events.get(timeout=_GROUP_WAIT)
-    except queue.Empty:
-        early = None
-    if early is not None and early[0] == "mark":
-        return early, None
-    try:
-        previous.write()
-    except Exception as exc:
-        return early, _Abandoned(exc)
-    return early, None
-
-
-def _answer_the_mark(answer: queue.SimpleQueue, marker: _Marker, failed: _Abandoned | None,
-                     ahead: Callable[[], object] | None, previous: Previous | None) -> None:
-    """The exchange asks for its mark: refuse it if the previous record failed, else make it
-    (with ``previous``, when given, in the same commit) and answer; then, while the end of
-    the data goes out, run ``ahead``."""
-    if failed is not None:
-        answer.put(failed)  # stop before the end of the data
-        return
-    try:
-        marker(previous)
-    except BaseException as exc:
-        answer.put(exc)
-        return
-    answer.put(None)
-    if ahead is not None:
-        try:
-            ahead()
-        except Exception as exc:
-            log.warning("preparing the next message failed (%s); done later", exc)
+        client.end_of_data_hook = None
 
 
 @dataclass

@@ -72,22 +72,23 @@ def due(now: datetime) -> Q:
 
 def claim_batch(account_id: int, *, limit: int, worker: str | None = None) -> list[Claimed]:
     """Claim up to ``limit`` due messages of one account, in due order."""
-    return _claim(OutboxMessage.objects.filter(account_id=account_id), limit, worker)
+    return _claim(OutboxMessage.objects.filter(account_id=account_id), Q(pk=account_id), limit,
+                  worker)
 
 
 def claim(message_id: int, *, worker: str | None = None) -> Claimed | None:
     """Claim one message by id, or return None if it is not due, taken, or finished."""
-    batch = _claim(OutboxMessage.objects.filter(pk=message_id), 1, worker)
+    scope = OutboxMessage.objects.filter(pk=message_id)
+    batch = _claim(scope, Q(pk__in=scope.values("account_id")), 1, worker)
     return batch[0] if batch else None
 
 
-def _claim(scope: QuerySet, limit: int, worker: str | None) -> list[Claimed]:
+def _claim(scope: QuerySet, account: Q, limit: int, worker: str | None) -> list[Claimed]:
+    """Claim from ``scope``, the messages of the account(s) ``account`` selects."""
     now = timezone.now()
     worker = (worker or worker_name())[:200]
     with transaction.atomic():
-        throttled = SmtpAccount.objects.filter(
-            throttled_until__isnull=False, pk__in=scope.values("account_id")
-        )
+        throttled = SmtpAccount.objects.filter(account, throttled_until__isnull=False)
         probe_only = bool(list(throttled.select_for_update().values_list("pk", flat=True)))
         inner = (
             scope.filter(claimable_accounts(now)).filter(due(now))

@@ -44,9 +44,9 @@ class Recording:
     """An attempt's outcome as decided, and the write that records it, done once.
 
     A batch decides each message's outcome as soon as the server's reply is in (whether the
-    rest of the batch goes on depends on it) and writes it while the next message's envelope
-    is on the wire (``worker.drain``): the write is the same durable commit, made before the
-    next message's end-of-data mark. :meth:`write` returns the outcome as recorded (which
+    rest of the batch goes on depends on it) and writes it with the next message's
+    end-of-data mark, in one durable commit (:meth:`write_with`), or on its own before that
+    mark (``worker.drain``, ``attempt.send``). :meth:`write` returns the outcome as recorded (which
     differs from :attr:`decided` only when the message was no longer ours)."""
 
     def __init__(self, message: OutboxMessage, account: SmtpAccount | None, decided: str,

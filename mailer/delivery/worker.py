@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from django.conf import settings
 from django.utils import timezone
 
 from mailer import quotas, wakeups
 from mailer.delivery import attempt as attempts
-from mailer.delivery.cache import connections, read_settings
+from mailer.delivery.cache import connections
 from mailer.delivery.claiming import Claimed, claim, claim_batch, give_back
 from mailer.delivery.recording import Recording, decide, release_for_quota
 from mailer.models import DeliveryAttempt, OutboxMessage, Recipient
@@ -43,21 +42,16 @@ def deliver_claimed(message: OutboxMessage, attempt: DeliveryAttempt,
 
 
 def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[Recipient],
-             previous: Recording | None = None, read_ahead: dict | None = None,
-             read_next: Callable[[], object] | None = None,
+             previous: Recording | None = None,
              then: attempts.Upcoming | None = None) -> Recording:
     """Attempt a claimed message; return its outcome decided, not yet written. The attempt
     goes to the recipients still waiting (never those that accepted or failed).
 
-    ``previous`` (the batch's message before this one) is written during this attempt: while
-    its envelope is on the wire, before its end-of-data mark or with it, in one commit
-    (``attempts.send``), or first if nothing is sent. A durable commit costs a flush of the
-    WAL; made while the server answers, or shared with the mark, it costs no time of its
-    own. Likewise ``read_next`` reads the connection settings for the batch's next message
-    while the server takes this one's end of data, and ``read_ahead`` is what the previous
-    attempt read for this one (``_ReadAhead``).
-    ``then``, the batch's next message, has its envelope sent right behind this one's data
-    (``attempts.send``)."""
+    ``previous`` (the batch's message before this one) is written during this attempt: with
+    its end-of-data mark, in one commit (``attempts.send``; a durable commit costs a flush of
+    the WAL, and shared with the mark it costs no time of its own), or first if nothing is
+    sent. ``then``, the batch's next message, has its envelope sent right behind this one's
+    data (``attempts.send``)."""
     started = time.monotonic()
     account = message.account
     pending = _waiting(recipients)
@@ -75,7 +69,7 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
                     return "quota"
                 return Recording(message, account, "quota", give_back_for_quota, started)
             result = attempts.send(message, attempt, account, pending, previous=previous,
-                                   read_ahead=read_ahead, ahead=read_next, then=then)
+                                   then=then)
     finally:
         if previous is not None:
             previous.write()  # written once: a second call returns what the first wrote
@@ -128,17 +122,13 @@ def drain(message_id: int, *, worker: str | None = None) -> list[str]:
 
 def _send_batch(account_id: int, batch: list[Claimed]) -> list[str]:
     """Send a claimed batch of the account's mail one message after another, each message's
-    record written while the next one's envelope is on the wire; stop at an outcome that
-    holds the account's other mail (the rest is given back). Returns the outcomes, all
-    written."""
+    record written with the next one's end-of-data mark; stop at an outcome that holds the
+    account's other mail (the rest is given back). Returns the outcomes, all written."""
     done: list[Recording] = []
-    ahead = _ReadAhead(account_id)
     try:
         for n, claimed in enumerate(batch):
-            then = _upcoming(batch, n)
             done.append(_attempt(*claimed, previous=done[-1] if done else None,
-                                 read_ahead=ahead.take(),
-                                 read_next=ahead.read if then is not None else None, then=then))
+                                 then=_upcoming(batch, n)))
             if done[-1].decided in _STOP_BATCH:
                 done[-1].write()
                 give_back([c.attempt for c in batch[n + 1:]])
@@ -149,31 +139,6 @@ def _send_batch(account_id: int, batch: list[Claimed]) -> list[str]:
         if done:
             done[-1].write()
     return [r.write() for r in done]
-
-
-# How old the settings read ahead may be when the next message uses them (seconds).
-_FRESH = 1.0
-
-
-class _ReadAhead:
-    """The connection settings of the batch's next message, read during this one's end of
-    data (``cache.read_settings``): an edit made before the read is what the next message
-    uses; one made after it, the message after that."""
-
-    def __init__(self, account_pk: int) -> None:
-        self.account_pk = account_pk
-        self._read: tuple[float, dict] | None = None
-
-    def read(self) -> None:
-        self._read = (time.monotonic(), read_settings(self.account_pk))
-
-    def take(self) -> dict | None:
-        """What was read, if it was a moment ago (a slow end of data makes it too old to
-        stand for "now": then the attempt reads the settings itself)."""
-        read, self._read = self._read, None
-        if read is None or time.monotonic() - read[0] > _FRESH:
-            return None
-        return read[1]
 
 
 def _gather(account_id: int) -> None:

@@ -114,10 +114,10 @@ def test_an_edit_mid_batch_retires_the_cached_connection(owner, smtp_server_fact
 
 def test_an_edit_during_a_batch_is_used_from_the_next_message_not_yet_begun(
         owner, smtp_server_factory):
-    """In a batch, the next message's settings are read while the server takes the end of the
-    data before it (``worker._ReadAhead``). The password is changed while message 2's
-    envelope is on the wire (the moment message 1's record is written): message 2 goes out
-    on the connection it began on, and message 3 logs in anew with the new password."""
+    """In a batch, each message's settings are read when its connection is taken from the
+    cache. The password is changed while message 2 is on the wire (the moment message 1's
+    record is written, with message 2's end-of-data mark): message 2 goes out on the
+    connection it began on, and message 3 logs in anew with the new password."""
     from django.db import connection
 
     from mailer.models import SmtpAccount

@@ -1,10 +1,9 @@
-"""In a batch, a message's record is written while the next message's envelope is on the wire
-(``worker._send_batch``, ``attempt._exchange``): its durable commit overlaps the server's
-round trip instead of adding to it. Likewise the next message's connection settings are read
-while the server takes the end of the data before it. The order of the durable writes is the
-one a single thread makes: message 1's mark, its data, its record, then message 2's mark,
-and only then message 2's data. Where message 2's envelope went out behind message 1's
-data, message 1's record and message 2's mark are one commit.
+"""In a batch, a message's record is written in the same durable commit as the next
+message's end-of-data mark (``worker._send_batch``, ``attempt._exchange``): one WAL flush per
+message, not two. The order of the durable writes: message 1's mark, its data, then message
+1's record with message 2's mark, and only then message 2's data. A large next message (over
+``attempt._GROUP_MAX_BYTES``) has the record written before its exchange begins instead, so
+that its upload never keeps an accepted message unrecorded.
 
 The server is real (aiosmtpd); the database statements are watched with Django's own
 ``execute_wrapper``. Runs on SQLite and again on PostgreSQL (pass 2)."""
@@ -44,7 +43,10 @@ class _Watching(RecordingHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
-def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
+def _drain_two(owner, second_body: str = "") -> tuple[list[str], list[str], list[str], dict]:
+    """Two messages drained in one batch, with what the server and the database saw: the
+    outcomes, the server's events and ours (MAILs, ends of data, records, marks) in order,
+    the worker's own statements in order, and the commit each record and mark was part of."""
     events: list[str] = []
     lock = threading.Lock()
     handler = _Watching(events, lock)
@@ -52,15 +54,15 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
     try:
         account = make_account(owner, server)
         first = send(owner, account, subject="one")
-        send(owner, account, subject="two")
-        records = marks = statements = 0
-        overlapped: list[bool] = []
+        send(owner, account, subject="two", body_text=second_body or "two")
+        statements = 0
+        seen = {"record": 0, "mark": 0}
         ours: list[str] = []  # the worker's own statements, in order
         commits: dict[str, object] = {}  # record or mark → the commit it was part of
         outer = len(connection.atomic_blocks)  # the test's own transaction, if any
 
         def watch(execute, sql, params, many, context):
-            nonlocal records, marks, statements
+            nonlocal statements
             statements += 1
             # One commit: SQLite, the atomic block (inside the test's own); PostgreSQL, the
             # statement itself.
@@ -69,44 +71,55 @@ def test_a_record_is_written_while_the_next_envelope_is_answered(owner):
             if (sql.startswith("SELECT") and '"secret_encrypted"' in sql
                     and "mailer_outboxmessage" not in sql):
                 ours.append("settings")  # the account's connection settings (not the claim)
-            if '"finished_at" = ' in sql:
-                records += 1
-                if records == 1:
-                    # Message 2's MAIL reaches the server while message 1's record waits to
-                    # be written: only if the two overlap (one thread doing both in turn
-                    # would wait here for a MAIL it has not sent yet).
-                    overlapped.append(handler.second_mail.wait(5))
-                ours.append(f"record {records}")
-                commits[f"record {records}"] = commit
-                with lock:
-                    events.append(f"record {records}")
-            if '"end_of_data_at" = ' in sql:
-                marks += 1
-                ours.append(f"mark {marks}")
-                commits[f"mark {marks}"] = commit
-                with lock:
-                    events.append(f"mark {marks}")
+            for column, kind in (('"finished_at" = ', "record"), ('"end_of_data_at" = ', "mark")):
+                if column in sql:
+                    seen[kind] += 1
+                    name = f"{kind} {seen[kind]}"
+                    ours.append(name)
+                    commits[name] = commit
+                    with lock:
+                        events.append(name)
             return execute(sql, params, many, context)
 
         with connection.execute_wrapper(watch):
             outcomes = delivery.drain(first.pk)
     finally:
         server.stop()
+    assert len(handler.messages) == 2
+    return outcomes, events, ours, commits
+
+
+def test_a_record_and_the_next_mark_are_one_commit(owner):
+    outcomes, events, ours, commits = _drain_two(owner)
 
     assert outcomes == ["sent", "sent"]
-    assert overlapped == [True]
-    assert len(handler.messages) == 2
     assert [e for e in events if not e.startswith("MAIL")] == [
         "mark 1", "data 1", "record 1", "mark 2", "data 2", "record 2",
     ]
+    # Message 2's envelope went out (behind message 1's data) before message 1 was recorded.
     assert events.index("MAIL 2") < events.index("record 1")
-    # Message 2's settings are read while the server takes message 1's end of data (once its
-    # mark is made), not between message 1's reply and message 2's envelope.
+    # Each message's settings are read when its connection is taken from the cache.
     assert ours == ["settings", "mark 1", "settings", "record 1", "mark 2", "record 2"]
-    # Message 2's envelope went out behind message 1's data, so its mark was asked for at
-    # once: message 1's record and message 2's mark are one commit (one WAL flush).
     assert commits["record 1"] == commits["mark 2"]
     assert len({commits["mark 1"], commits["record 1"], commits["record 2"]}) == 3
+
+
+def test_before_a_large_message_the_previous_record_is_written_first(owner):
+    from mailer.delivery import attempt as attempts
+
+    big = "x" * 76 + "\n"
+    outcomes, events, ours, commits = _drain_two(
+        owner, second_body=big * (attempts._GROUP_MAX_BYTES // len(big) + 1))
+
+    assert outcomes == ["sent", "sent"]
+    assert [e for e in events if not e.startswith("MAIL")] == [
+        "mark 1", "data 1", "record 1", "mark 2", "data 2", "record 2",
+    ]
+    # Message 1 was recorded in its own commit before message 2's exchange began (before
+    # its connection was taken, with its settings), so before any of its data went out.
+    assert ours == ["settings", "mark 1", "record 1", "settings", "mark 2", "record 2"]
+    assert len({commits["mark 1"], commits["record 1"], commits["mark 2"],
+                commits["record 2"]}) == 4
 
 
 def test_when_the_previous_record_cannot_be_written_nothing_more_is_sent(owner, account, server):
@@ -132,7 +145,7 @@ def test_when_the_previous_record_cannot_be_written_nothing_more_is_sent(owner, 
             raise OperationalError("the database is out of reach")
 
     with message.eml.open("rb") as fh, pytest.raises(attempts._Abandoned) as raised:
-        attempts._exchange(client, marker, Unwritable(), None, functools.partial(
+        attempts._exchange(client, marker, Unwritable(), functools.partial(
             client.send, message.envelope_from, ["alice@example.org"], fh))
     client.close()
 
