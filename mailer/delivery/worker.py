@@ -49,8 +49,9 @@ def _attempt(message: OutboxMessage, attempt: DeliveryAttempt, recipients: list[
 
     ``previous`` (the batch's message before this one) is written during this attempt: with
     its end-of-data mark, in one commit (``attempts.send``; a durable commit costs a flush of
-    the WAL, and shared with the mark it costs no time of its own), or first if nothing is
-    sent. ``then``, the batch's next message, has its envelope sent right behind this one's
+    the WAL, and shared with the mark it costs no time of its own), before the exchange for a
+    large message, or, when this one never reaches its end of data, before its outcome is
+    decided. ``then``, the batch's next message, has its envelope sent right behind this one's
     data (``attempts.send``)."""
     started = time.monotonic()
     account = message.account

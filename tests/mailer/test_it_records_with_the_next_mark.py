@@ -27,14 +27,11 @@ class _Watching(RecordingHandler):
         super().__init__()
         self.events, self.lock = events, lock
         self.mails = 0
-        self.second_mail = threading.Event()
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         with self.lock:
             self.mails += 1
             self.events.append(f"MAIL {self.mails}")
-        if self.mails == 2:
-            self.second_mail.set()
         return await super().handle_MAIL(server, session, envelope, address, mail_options)
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
