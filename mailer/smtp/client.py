@@ -209,15 +209,15 @@ class _Reader:
                     raise
                 continue
             self.reads += 1
+            if not chunk:
+                line = bytes(buf)
+                buf.clear()
+                return line
             if _QUICKACK:
                 # Acknowledge what comes next at once: a server that writes the replies to
                 # a pipelined group in two writes, with Nagle on (Postfix's smtp-sink), holds
                 # the second until our ACK, and Linux delays that ACK by up to 40 ms.
                 self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            if not chunk:
-                line = bytes(buf)
-                buf.clear()
-                return line
             buf += chunk
 
 
